@@ -1,0 +1,17 @@
+"""mpi_sgd: synchronous all-reduce SGD for linear models over MPI.
+
+Each MPI rank reads only its own partition of the data, computes gradient sums on it, and the
+ranks sum them with one in-place ``Allreduce`` per step, so every rank holds the same parameters
+after every step. Run ``mpiexec -n N python -m mpi_sgd.train --help`` for the command line.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_model"]
+
+
+def load_model(path):  # noqa: ANN001, ANN201 - thin lazy re-export keeps `import mpi_sgd` cheap
+    """Load a model saved by ``mpi_sgd.train --output DIR``; see :func:`mpi_sgd.export.load_model`."""
+    from mpi_sgd.export import load_model as _load
+
+    return _load(path)

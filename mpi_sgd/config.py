@@ -1,0 +1,97 @@
+"""The training configuration: one flat record, validated with errors that name the flag.
+
+The objective minimised is ::
+
+    F(coef, intercept) = (1/n) sum_i loss(x_i, y_i) + l2/2 ||coef||_2^2 + l1 ||coef||_1
+
+over all ``n`` training rows of all ranks; the intercept is not penalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from mpi_sgd.data.batching import SHUFFLES
+from mpi_sgd.data.partition import PARTITIONS
+from mpi_sgd.errors import ConfigError
+from mpi_sgd.losses import LOSSES
+from mpi_sgd.optim import OPTIMIZERS, SCHEDULES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained parameters (paths and output options excluded)."""
+
+    model: str = "logistic"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    power_t: float = 0.5
+    lr_gamma: float = 0.1
+    lr_step_epochs: float = 10.0
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    epochs: int = 10
+    batch_size: int = 256
+    l2: float = 0.0
+    l1: float = 0.0
+    fit_intercept: bool = True
+    shuffle: str = "local"
+    partition: str = "contiguous"
+    seed: int = 0
+
+    def validate(self) -> TrainConfig:
+        """Check every value; raise :class:`ConfigError` naming the flag and the bad value."""
+        choices = {
+            "model": sorted(LOSSES),
+            "optimizer": list(OPTIMIZERS),
+            "schedule": list(SCHEDULES),
+            "shuffle": list(SHUFFLES),
+            "partition": list(PARTITIONS),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"--{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                )
+        _positive("lr", self.lr)
+        _positive("eps", self.eps)
+        _positive("lr-step-epochs", self.lr_step_epochs)
+        for name in ("l2", "l1", "warmup_epochs", "power_t"):
+            _non_negative(name.replace("_", "-"), getattr(self, name))
+        for name in ("momentum", "beta1", "beta2"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise ConfigError(f"--{name} must be in [0, 1), got {value}")
+        if not (math.isfinite(self.lr_gamma) and 0.0 < self.lr_gamma <= 1.0):
+            raise ConfigError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        return self
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of the configuration, compared across ranks at start-up."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _positive(flag: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"--{flag} must be a finite number > 0, got {value}")
+
+
+def _non_negative(flag: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"--{flag} must be a finite number >= 0, got {value}")

@@ -1,0 +1,90 @@
+"""Which local rows each step uses, with the same number of steps on every rank.
+
+An epoch has ``S = ceil(n_total / batch_size)`` steps on every rank, whatever its row count.
+
+``none``
+    Rank ``r`` cuts its rows, in order, into ``S`` balanced consecutive blocks.
+``local``
+    The same, after permuting the local rows with ``default_rng([seed, epoch, rank])``: each
+    rank contributes about ``n_local / S`` rows per step and every row is used once per epoch.
+``global``
+    One permutation of all ``n_total`` global row ids from ``default_rng([seed, epoch])`` (the
+    same on every rank) is cut into consecutive global batches of ``batch_size``; each rank uses
+    the rows of each batch that it owns. The set of rows in step ``s`` is then independent of
+    the number of ranks, and so is training, up to floating-point summation order.
+
+Within a batch the local indices are sorted, so reads from a memory map go forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from mpi_sgd.data.partition import RowOwnership, block_range, steps_per_epoch
+
+SHUFFLES = ("local", "global", "none")
+
+
+class BatchPlan:
+    """The per-step local row selections of every epoch.
+
+    Parameters
+    ----------
+    ownership : RowOwnership
+        The global ids of this rank's rows.
+    n_total : int
+        Rows over all ranks.
+    batch_size : int
+        The global batch size.
+    shuffle : {'local', 'global', 'none'}
+    seed : int
+    rank : int
+    """
+
+    def __init__(
+        self,
+        ownership: RowOwnership,
+        n_total: int,
+        batch_size: int,
+        shuffle: str,
+        seed: int,
+        rank: int,
+    ) -> None:
+        if shuffle not in SHUFFLES:
+            raise ValueError(f"unknown shuffle {shuffle!r}; expected one of {SHUFFLES}")
+        self.ownership = ownership
+        self.n_local = ownership.n_local
+        self.n_total = n_total
+        self.batch_size = min(batch_size, n_total)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.steps_per_epoch = steps_per_epoch(n_total, self.batch_size)
+
+    def batches(self, epoch: int, start_step: int = 0) -> Iterator[slice | np.ndarray]:
+        """Local row selections of the steps ``start_step ..`` of ``epoch``.
+
+        Yields
+        ------
+        slice or ndarray of int64
+            A slice (consecutive rows, no copy) or sorted local row indices; possibly empty.
+        """
+        S = self.steps_per_epoch
+        if self.shuffle == "none":
+            for s in range(start_step, S):
+                a, b = block_range(self.n_local, s, S)
+                yield slice(a, b)
+        elif self.shuffle == "local":
+            perm = np.random.default_rng([self.seed, epoch, self.rank]).permutation(self.n_local)
+            for s in range(start_step, S):
+                a, b = block_range(self.n_local, s, S)
+                yield np.sort(perm[a:b])
+        else:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_total)
+            local = self.ownership.local_positions(perm)
+            B = self.batch_size
+            for s in range(start_step, S):
+                chunk = local[s * B : (s + 1) * B]
+                yield np.sort(chunk[chunk >= 0])

@@ -1,0 +1,142 @@
+"""Losses of linear models, as small objects behind a registry.
+
+Each loss maps scores ``z`` (the model's outputs for a batch) and encoded labels ``y`` to the
+**sum** of per-row losses and writes ``dL/dz`` per row; the model turns that into parameter
+gradients. Sums, not means: the trainer adds the sums of all ranks and divides by the global row
+count, which gives the exact global mean however unevenly the rows are partitioned.
+
+=========  ==================================  ==================  =========================
+name       per-row loss                        labels (encoded)    outputs
+=========  ==================================  ==================  =========================
+logistic   log(1 + exp(z)) - y z               y in {0, 1}         1
+softmax    logsumexp(z) - z_y                  y in {0..K-1}       K
+hinge      max(0, 1 - y z)                     y in {-1, +1}       1
+squared    (z - y)^2 / 2                       y real              1
+=========  ==================================  ==================  =========================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+from scipy.special import expit, logsumexp
+
+from mpi_sgd.errors import ConfigError
+
+
+class Loss(ABC):
+    """A loss on scores. Binary and regression losses use 1-D scores (m,), softmax (m, K)."""
+
+    name: str = ""
+    is_classifier: bool = True
+
+    def n_outputs(self, n_classes: int) -> int:
+        """Model outputs (rows of ``coef``) for ``n_classes`` classes (ignored by regression)."""
+        return 1
+
+    @abstractmethod
+    def encode(self, class_index: np.ndarray) -> np.ndarray:
+        """Encoded labels from class indices (classification) or targets (regression)."""
+
+    @abstractmethod
+    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+        """Sum of the per-row losses; writes ``dL/dscores`` into ``dscores`` (same shape).
+
+        Parameters
+        ----------
+        scores : ndarray, shape (m,) or (m, K)
+        y : ndarray, shape (m,)
+            Encoded labels.
+        dscores : ndarray, shape of ``scores``
+            Output buffer (may be ``scores`` itself).
+        """
+
+    def predict_index(self, scores: np.ndarray) -> np.ndarray:
+        """Predicted class index (0 or 1 for binary losses) per row, from scores."""
+        return (scores > 0).astype(np.int64)
+
+
+class LogisticLoss(Loss):
+    """Binary logistic (cross-entropy) loss with labels in {0, 1}."""
+
+    name = "logistic"
+
+    def encode(self, class_index: np.ndarray) -> np.ndarray:
+        return class_index.astype(np.float64)
+
+    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+        total = float(np.logaddexp(0.0, scores).sum() - y @ scores)
+        expit(scores, out=dscores)
+        dscores -= y
+        return total
+
+
+class SoftmaxLoss(Loss):
+    """Multinomial cross-entropy on K scores per row, labels in {0, ..., K-1}."""
+
+    name = "softmax"
+
+    def n_outputs(self, n_classes: int) -> int:
+        return n_classes
+
+    def encode(self, class_index: np.ndarray) -> np.ndarray:
+        return class_index.astype(np.int64)
+
+    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+        rows = np.arange(scores.shape[0])
+        lse = logsumexp(scores, axis=1)
+        total = float(lse.sum() - scores[rows, y].sum())
+        np.subtract(scores, lse[:, None], out=dscores)
+        np.exp(dscores, out=dscores)
+        dscores[rows, y] -= 1.0
+        return total
+
+    def predict_index(self, scores: np.ndarray) -> np.ndarray:
+        return np.argmax(scores, axis=1)
+
+
+class HingeLoss(Loss):
+    """Linear SVM hinge loss with labels in {-1, +1}; uses the subgradient 0 at the kink."""
+
+    name = "hinge"
+
+    def encode(self, class_index: np.ndarray) -> np.ndarray:
+        return np.where(class_index > 0, 1.0, -1.0)
+
+    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+        slack = 1.0 - y * scores
+        active = slack > 0
+        total = float(slack[active].sum())
+        np.multiply(-y, active, out=dscores)
+        return total
+
+
+class SquaredLoss(Loss):
+    """Least squares, ``(z - y)^2 / 2``, for regression."""
+
+    name = "squared"
+    is_classifier = False
+
+    def encode(self, class_index: np.ndarray) -> np.ndarray:
+        return class_index.astype(np.float64)
+
+    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+        np.subtract(scores, y, out=dscores)
+        return 0.5 * float(dscores @ dscores)
+
+    def predict_index(self, scores: np.ndarray) -> np.ndarray:
+        return scores
+
+
+LOSSES: dict[str, type[Loss]] = {
+    cls.name: cls for cls in (LogisticLoss, SoftmaxLoss, HingeLoss, SquaredLoss)
+}
+
+
+def get_loss(name: str) -> Loss:
+    """The loss called ``name`` (one of :data:`LOSSES`)."""
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise ConfigError(f"--model {name!r} is unknown; choose one of {sorted(LOSSES)}") from None

@@ -1,0 +1,121 @@
+"""Rank-0 output: the per-epoch log line, a progress display, and JSON-lines metrics.
+
+Only rank 0 prints or writes; the other ranks get no-op objects, so callers need no rank checks.
+Every metrics line is one JSON object with an ``event`` key (``start``, ``epoch`` or ``end``),
+flushed as written, so ``pandas.read_json(path, lines=True)`` reads a run while it goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from typing import Any, TextIO
+
+from mpi_sgd.errors import CheckpointError
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (``ru_maxrss``; KiB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 2**20
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Appends JSON lines to ``path`` (rank 0 only; ``None`` writes nothing)."""
+
+    def __init__(self, path: str | None, enabled: bool) -> None:
+        self._file: TextIO | None = None
+        if path and enabled:
+            try:
+                parent = os.path.dirname(os.path.abspath(path))
+                os.makedirs(parent, exist_ok=True)
+                self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise CheckpointError(
+                    f"cannot write --metrics file {path!r}: {exc.strerror}"
+                ) from exc
+
+    def write(self, event: str, **fields: Any) -> None:
+        """Write one record ``{"event": event, "time": unix_seconds, **fields}``."""
+        if self._file is None:
+            return
+        record = {"event": event, "time": round(time.time(), 3), **_json_safe(fields)}
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Console:
+    """Rank-0 printing: log lines to stdout, a progress line to stderr when it is a terminal.
+
+    Parameters
+    ----------
+    enabled : bool
+        False on ranks other than 0 (prints nothing).
+    progress : {'auto', 'bar', 'none'}
+        ``auto`` shows the progress line only when stderr is a terminal.
+    quiet : bool
+        Suppress the per-epoch lines too.
+    """
+
+    def __init__(self, enabled: bool, progress: str = "auto", quiet: bool = False) -> None:
+        self.enabled = enabled
+        self.quiet = quiet
+        tty = sys.stderr.isatty() and os.environ.get("TERM", "") != "dumb"
+        self.show_progress = enabled and (progress == "bar" or (progress == "auto" and tty))
+        self._last = 0.0
+        self._drawn = False
+
+    def log(self, message: str) -> None:
+        """Print one line (rank 0, unless quiet)."""
+        if self.enabled and not self.quiet:
+            self.clear_progress()
+            print(message, flush=True)
+
+    def progress(
+        self, epoch: int, epochs: int, step: int, steps: int, loss: float, t0: float
+    ) -> None:
+        """Redraw the progress line at most 5 times a second."""
+        if not self.show_progress:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.2 and step < steps:
+            return
+        self._last = now
+        frac = step / max(steps, 1)
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        elapsed = now - t0
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        sys.stderr.write(
+            f"\repoch {epoch}/{epochs} [{bar}] {frac:4.0%} step {step}/{steps} "
+            f"loss {loss:.4f} eta {eta:5.1f}s "
+        )
+        sys.stderr.flush()
+        self._drawn = True
+
+    def clear_progress(self) -> None:
+        """Erase the progress line before printing a log line."""
+        if self._drawn:
+            sys.stderr.write("\r" + " " * 79 + "\r")
+            sys.stderr.flush()
+            self._drawn = False

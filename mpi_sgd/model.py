@@ -1,0 +1,98 @@
+"""A linear model whose parameters live in one flat, contiguous vector.
+
+Layout (scikit-learn's, flattened): ``params = [coef.ravel(), intercept]`` with ``coef`` of shape
+(n_outputs, n_features) and ``intercept`` of shape (n_outputs,). ``coef`` and ``intercept`` are
+views into ``params``, so one buffer Allreduce moves every gradient and one Bcast every parameter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from mpi_sgd.losses import Loss
+
+
+class LinearModel:
+    """Scores ``X @ coef.T + intercept`` and the gradient sums of a loss on them.
+
+    Parameters
+    ----------
+    loss : Loss
+    n_features : int
+    n_outputs : int
+        1 for binary and regression losses, K for softmax.
+    fit_intercept : bool
+        If False the intercept stays 0 (its gradient is zeroed).
+    """
+
+    def __init__(self, loss: Loss, n_features: int, n_outputs: int, fit_intercept: bool = True):
+        self.loss = loss
+        self.n_features = int(n_features)
+        self.n_outputs = int(n_outputs)
+        self.fit_intercept = fit_intercept
+        self.params = np.zeros(self.n_params, dtype=np.float64)
+
+    @property
+    def n_params(self) -> int:
+        """Length of the flat parameter vector."""
+        return self.n_outputs * (self.n_features + 1)
+
+    @property
+    def n_penalised(self) -> int:
+        """The first ``n_penalised`` parameters (``coef``) are regularised; the intercept is not."""
+        return self.n_outputs * self.n_features
+
+    @property
+    def coef(self) -> np.ndarray:
+        """View of shape (n_outputs, n_features)."""
+        return self.params[: self.n_penalised].reshape(self.n_outputs, self.n_features)
+
+    @property
+    def intercept(self) -> np.ndarray:
+        """View of shape (n_outputs,)."""
+        return self.params[self.n_penalised :]
+
+    def scores(self, X: np.ndarray | sp.csr_matrix) -> np.ndarray:
+        """Decision values: shape (m,) for one output, (m, n_outputs) otherwise."""
+        if self.n_outputs == 1:
+            return np.asarray(X @ self.coef[0]).reshape(-1) + self.intercept[0]
+        return np.asarray(X @ self.coef.T) + self.intercept
+
+    def loss_grad_sum(
+        self, X: np.ndarray | sp.csr_matrix, y: np.ndarray, grad_out: np.ndarray
+    ) -> float:
+        """Sum of the loss over the rows of ``X``; writes the gradient sum into ``grad_out``.
+
+        Parameters
+        ----------
+        X : ndarray or CSR, shape (m, n_features)
+            May have zero rows, which gives loss 0 and a zero gradient.
+        y : ndarray, shape (m,)
+            Labels encoded for the loss.
+        grad_out : ndarray, shape (n_params,)
+            Overwritten with the unpenalised gradient sum, in the layout of ``params``.
+
+        Returns
+        -------
+        float
+            The loss sum (no penalty terms).
+        """
+        k, d = self.n_outputs, self.n_features
+        gcoef = grad_out[: k * d].reshape(k, d)
+        gint = grad_out[k * d :]
+        if X.shape[0] == 0:
+            grad_out[:] = 0.0
+            return 0.0
+        s = self.scores(X)
+        total = self.loss.loss_dscores(s, y, s)  # s now holds dL/dscores
+        if k == 1:
+            gcoef[0] = X.T @ s if sp.issparse(X) else s @ X
+            gint[0] = s.sum() if self.fit_intercept else 0.0
+        else:
+            gcoef[:] = (X.T @ s).T if sp.issparse(X) else s.T @ X
+            if self.fit_intercept:
+                s.sum(axis=0, out=gint)
+            else:
+                gint[:] = 0.0
+        return total

@@ -1,0 +1,585 @@
+"""The command line: ``mpiexec -n N python -m mpi_sgd.train [options]``.
+
+``main(argv) -> int`` turns every failure into one message and a non-zero exit on every rank:
+
+* errors that all ranks see alike (bad flags, data that does not fit together, divergence) are
+  raised on every rank, printed once by rank 0, and every rank exits with the same code;
+* errors found by some ranks only while reading or checking their own data are agreed on
+  collectively (see :meth:`Communicator.collective_section`) and then handled as above;
+* anything else on one rank (a bug, a failure inside a step) is printed by that rank, which
+  then calls ``MPI_Abort`` so that no peer waits forever in a collective.
+
+Exit codes: 0 success, 1 internal error, 2 bad flag or configuration, 3 bad data, 4 divergence
+(non-finite loss, ranks disagreeing), 5 model or output file that cannot be written or read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, NoReturn
+
+import numpy as np
+
+from mpi_sgd import __version__
+from mpi_sgd.comm import Communicator, describe_error
+from mpi_sgd.config import TrainConfig
+from mpi_sgd.data.batching import SHUFFLES, BatchPlan
+from mpi_sgd.data.dataset import Dataset, ReadOptions, load_dataset
+from mpi_sgd.data.partition import PARTITIONS
+from mpi_sgd.errors import (
+    EXIT_INTERNAL,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MpiSgdError,
+    everywhere,
+)
+from mpi_sgd.export import save_model
+from mpi_sgd.labels import agree_classes, encode_labels
+from mpi_sgd.losses import LOSSES, get_loss
+from mpi_sgd.metrics import Console, MetricsWriter
+from mpi_sgd.model import LinearModel
+from mpi_sgd.optim import OPTIMIZERS, SCHEDULES, Schedule, make_optimizer
+from mpi_sgd.threads import limit_blas_threads
+from mpi_sgd.trainer import EpochReport, EvalData, Trainer, broadcast_params, check_identical_params
+
+PROG = "mpi_sgd.train"
+DEFAULT_DATA = {
+    "logistic": "synthetic:binary",
+    "hinge": "synthetic:binary",
+    "softmax": "synthetic:multiclass",
+    "squared": "synthetic:regression",
+}
+
+DESCRIPTION = """\
+Train a linear model with synchronous data-parallel SGD over MPI.
+
+Each rank reads only its own partition of the data and computes gradient sums on it; one
+in-place Allreduce per step sums [gradients, loss, row count] over the ranks, and every rank
+applies the same update, so all ranks hold identical parameters after every step.
+
+Objective (n = all training rows of all ranks; the intercept is not penalised):
+    (1/n) sum_i loss(x_i, y_i) + l2/2 * ||coef||_2^2 + l1 * ||coef||_1
+L1 is applied by a proximal (soft-thresholding) step, so exact zeros appear.
+
+Data PATH: a directory with X.npy and y.npy; a CSR directory (X_data.npy, X_indices.npy,
+X_indptr.npy, X_shape.npy, y.npy); a LIBSVM file (.svm/.libsvm/.svmlight); a CSV file (.csv,
+label in the first column, header line auto-detected); a directory or glob of such shards; or
+synthetic:KIND[,rows=N,features=D,classes=K,seed=S] (KIND: binary, multiclass, regression,
+sparse-binary). Without --train, a built-in synthetic data set matching --model is used."""
+
+EPILOG = """\
+exit codes: 0 ok; 1 internal error; 2 bad flag/configuration; 3 bad data;
+            4 diverged (non-finite loss) or ranks disagree; 5 output/model file error.
+examples:
+  mpiexec -n 2 python -m mpi_sgd.train
+  mpiexec -n 4 python -m mpi_sgd.train --train data/train --test data/test \\
+      --model softmax --optimizer adam --lr 0.01 --epochs 20 --batch-size 1024 \\
+      --output run1 --metrics run1/metrics.jsonl"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that prints (usage, errors, --help) on rank 0 only."""
+
+    def __init__(self, *args: Any, quiet: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._quiet = quiet
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if not self._quiet:
+            super()._print_message(message, file)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n" if not self._quiet else None)
+
+
+def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``mpi_sgd.train`` (silent when ``quiet``, as on ranks > 0)."""
+    d = TrainConfig()
+    p = _Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        quiet=quiet,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--train",
+        metavar="PATH",
+        help="training data (default: built-in synthetic "
+        "data matching --model, 200,000 rows x 32 features)",
+    )
+    g.add_argument(
+        "--test",
+        metavar="PATH",
+        help="validation/test data, read and partitioned like "
+        "--train and evaluated after every epoch (default: the synthetic test split "
+        "when --train is synthetic, else none)",
+    )
+    g.add_argument(
+        "--partition",
+        choices=PARTITIONS,
+        default=d.partition,
+        help="how rows are divided among ranks: contiguous blocks, strided (rank r "
+        "takes rows r, r+N, ...), or a seeded random split; for shard sets it applies "
+        "to whole files (default: %(default)s)",
+    )
+    g.add_argument(
+        "--csv-label-column",
+        type=int,
+        default=0,
+        metavar="K",
+        help="column of the label in CSV files; negative counts from the end "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--n-features",
+        type=int,
+        metavar="D",
+        help="feature count, for LIBSVM files whose highest feature index may be "
+        "absent (default: the highest index seen)",
+    )
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        choices=sorted(LOSSES),
+        default=d.model,
+        help="logistic: binary logistic regression; softmax: multinomial; hinge: "
+        "linear SVM; squared: least-squares regression (default: %(default)s)",
+    )
+    g.add_argument(
+        "--l2",
+        type=float,
+        default=d.l2,
+        help="L2 penalty strength (l2/2 ||coef||^2) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--l1",
+        type=float,
+        default=d.l1,
+        help="L1 penalty strength (l1 ||coef||_1), "
+        "by a proximal step; with --l2 too, elastic net (default: %(default)s)",
+    )
+    g.add_argument("--no-intercept", action="store_true", help="fit no intercept (keep it 0)")
+
+    g = p.add_argument_group("optimiser")
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="sgd, momentum (heavy ball), nesterov, adagrad or adam (default: %(default)s)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help="learning rate (peak, after warm-up) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=d.schedule,
+        help="constant; invscaling: lr/(1+epochs_done)^power_t; step: lr*gamma^"
+        "floor(epoch/lr_step_epochs); cosine: to 0 at the last step "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help="linear warm-up over this many epochs (fractions allowed) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--power-t",
+        type=float,
+        default=d.power_t,
+        help="exponent of --schedule invscaling (default: %(default)s)",
+    )
+    g.add_argument(
+        "--lr-gamma",
+        type=float,
+        default=d.lr_gamma,
+        help="factor of --schedule step (default: %(default)s)",
+    )
+    g.add_argument(
+        "--lr-step-epochs",
+        type=float,
+        default=d.lr_step_epochs,
+        help="epochs between decays of --schedule step (default: %(default)s)",
+    )
+    g.add_argument(
+        "--momentum",
+        type=float,
+        default=d.momentum,
+        help="momentum of momentum/nesterov (default: %(default)s)",
+    )
+    g.add_argument("--beta1", type=float, default=d.beta1, help="Adam beta1 (default: %(default)s)")
+    g.add_argument("--beta2", type=float, default=d.beta2, help="Adam beta2 (default: %(default)s)")
+    g.add_argument(
+        "--eps", type=float, default=d.eps, help="Adam/AdaGrad epsilon (default: %(default)s)"
+    )
+
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="passes over the training data (default: %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="GLOBAL batch size: rows per step summed over all ranks, each rank "
+        "contributing about batch-size/N; every rank takes ceil(n_rows/batch-size) "
+        "steps per epoch (default: %(default)s)",
+    )
+    g.add_argument(
+        "--shuffle",
+        choices=SHUFFLES,
+        default=d.shuffle,
+        help="local: each rank permutes its own rows every epoch (seed, epoch, rank); "
+        "global: each step's batch comes from one seeded permutation of all rows, so "
+        "results do not depend on the number of ranks; none: file order "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of shuffling and of the random partition (default: %(default)s)",
+    )
+
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write the trained model there as model.npz "
+        "(coef, intercept, classes) and model.json (rank 0)",
+    )
+    g.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="write JSON lines (one per epoch: losses, accuracy, timings, memory) there (rank 0)",
+    )
+    g.add_argument(
+        "--eval-train",
+        action="store_true",
+        help="also compute the full training objective after every epoch",
+    )
+    g.add_argument(
+        "--progress",
+        choices=("auto", "bar", "none"),
+        default="auto",
+        help="in-epoch progress line on stderr; auto: only on a terminal (default: %(default)s)",
+    )
+    g.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    g.add_argument(
+        "--debug", action="store_true", help="print Python tracebacks for user errors too"
+    )
+    g.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        metavar="T",
+        help="BLAS/OpenMP threads per rank; keep ranks x threads <= cores (default: %(default)s)",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The validated :class:`TrainConfig` of parsed arguments (the same on every rank)."""
+    cfg = TrainConfig(
+        model=args.model,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        power_t=args.power_t,
+        lr_gamma=args.lr_gamma,
+        lr_step_epochs=args.lr_step_epochs,
+        momentum=args.momentum,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        eps=args.eps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        l2=args.l2,
+        l1=args.l1,
+        fit_intercept=not args.no_intercept,
+        shuffle=args.shuffle,
+        partition=args.partition,
+        seed=args.seed,
+    )
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        raise everywhere(exc) from None
+
+
+def _check_finite(data: Dataset, role: str) -> None:
+    """Raise DataError if this rank's features hold NaN or inf (checked in chunks)."""
+    X = data.X
+    values = X.data if hasattr(X, "tocsr") else None
+    if values is not None:
+        if not np.all(np.isfinite(values)):
+            raise DataError(f"{role} data {data.source}: non-finite feature value (nan or inf)")
+        return
+    for start in range(0, X.shape[0], 65_536):
+        block = X[start : start + 65_536]
+        if not np.isfinite(block).all():
+            row = start + int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0])
+            gid = int(data.ownership.global_ids()[row])
+            raise DataError(
+                f"{role} data {data.source}: non-finite feature value (nan or inf) in row {gid}"
+            )
+
+
+def _prepare_output(args: argparse.Namespace, comm: Communicator) -> None:
+    """Fail fast, before training, if rank 0 cannot write --output. Collective."""
+    with comm.collective_section():
+        if comm.is_root and args.output:
+            try:
+                os.makedirs(args.output, exist_ok=True)
+                with tempfile.TemporaryFile(dir=args.output):
+                    pass
+            except OSError as exc:
+                raise CheckpointError(
+                    f"--output {args.output!r} is not a writable directory: {exc.strerror or exc}"
+                ) from exc
+
+
+def run(args: argparse.Namespace, comm: Communicator) -> int:
+    """Train as ``args`` say. Collective."""
+    cfg = config_from_args(args)
+    if args.blas_threads < 1:
+        raise everywhere(ConfigError(f"--blas-threads must be >= 1, got {args.blas_threads}"))
+    limit_blas_threads(args.blas_threads)
+    digests = comm.allgather_str(cfg.digest() + (args.train or "") + (args.test or ""))
+    if len(set(digests)) > 1:
+        raise everywhere(ConfigError("ranks were started with different arguments"))
+
+    console = Console(comm.is_root, progress=args.progress, quiet=args.quiet)
+    _prepare_output(args, comm)
+    with comm.collective_section():
+        metrics = MetricsWriter(args.metrics, enabled=comm.is_root)
+
+    train_path = args.train or DEFAULT_DATA[cfg.model]
+    test_path = args.test
+    if test_path is None and train_path.startswith("synthetic"):
+        test_path = train_path
+    opts = ReadOptions(
+        partition=cfg.partition,
+        seed=cfg.seed,
+        csv_label_column=args.csv_label_column,
+        n_features=args.n_features,
+    )
+    t_load = time.perf_counter()
+    train = load_dataset(train_path, comm, opts)
+    test = None
+    if test_path is not None:
+        test_opts = ReadOptions(
+            partition=cfg.partition,
+            seed=cfg.seed,
+            csv_label_column=args.csv_label_column,
+            n_features=train.n_features,
+            split="test",
+            index_base=train.index_base,
+        )
+        test = load_dataset(test_path, comm, test_opts)
+    loss = get_loss(cfg.model)
+    classes = agree_classes(train.y, loss, comm, train.source)
+    with comm.collective_section():
+        _check_finite(train, "training")
+        y_train = encode_labels(train.y, classes, loss, train.source)
+        if test is not None:
+            _check_finite(test, "test")
+            y_test = encode_labels(test.y, classes, loss, test.source)
+    load_seconds = time.perf_counter() - t_load
+
+    model = LinearModel(loss, train.n_features, loss.n_outputs(classes.size), cfg.fit_intercept)
+    broadcast_params(model, comm)
+    plan = BatchPlan(
+        train.ownership, train.n_total, cfg.batch_size, cfg.shuffle, cfg.seed, comm.rank
+    )
+    S = plan.steps_per_epoch
+    schedule = Schedule(
+        cfg.schedule,
+        cfg.lr,
+        total_steps=cfg.epochs * S,
+        steps_per_epoch=S,
+        warmup_steps=round(cfg.warmup_epochs * S),
+        power_t=cfg.power_t,
+        gamma=cfg.lr_gamma,
+        step_epochs=cfg.lr_step_epochs,
+    )
+    optimizer = make_optimizer(
+        cfg.optimizer,
+        model.n_params,
+        momentum=cfg.momentum,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        eps=cfg.eps,
+    )
+    sizes = comm.allgather_int(train.n_local)
+    console.log(
+        f"mpi_sgd {__version__}: {comm.size} rank(s); train {train.source}: {train.n_total} rows x "
+        f"{train.n_features} features{' (sparse)' if train.is_sparse else ''}, rows per rank "
+        f"{sizes.min()}..{sizes.max()}; "
+        + (f"test {test.source}: {test.n_total} rows; " if test is not None else "")
+        + f"loaded in {load_seconds:.2f}s"
+    )
+    console.log(
+        f"model {cfg.model}"
+        + (f" ({classes.size} classes)" if loss.is_classifier else "")
+        + f", optimizer {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), global batch "
+        f"{plan.batch_size} ({S} steps/epoch), l2 {cfg.l2:g}, l1 {cfg.l1:g}, shuffle {cfg.shuffle}"
+    )
+    metrics.write(
+        "start",
+        version=__version__,
+        n_ranks=comm.size,
+        n_train=train.n_total,
+        n_test=test.n_total if test is not None else 0,
+        n_features=train.n_features,
+        classes=[float(c) for c in classes],
+        steps_per_epoch=S,
+        load_seconds=load_seconds,
+        config=cfg.to_dict(),
+    )
+
+    def on_step(epoch: int, step: int, steps: int, loss_value: float) -> None:
+        console.progress(epoch, cfg.epochs, step, steps, loss_value, epoch_start[0])
+
+    epoch_start = [time.perf_counter()]
+
+    def on_epoch(report: EpochReport) -> None:
+        console.log(_epoch_line(report, cfg.epochs, loss.is_classifier))
+        metrics.write("epoch", **report.as_record())
+        epoch_start[0] = time.perf_counter()
+
+    trainer = Trainer(
+        model,
+        optimizer,
+        schedule,
+        plan,
+        EvalData(train.X, y_train),
+        cfg,
+        comm,
+        test=EvalData(test.X, y_test) if test is not None else None,
+        eval_train=args.eval_train,
+        on_step=on_step if console.show_progress else None,
+    )
+    t_train = time.perf_counter()
+    reports = trainer.fit(on_epoch)
+    wall = time.perf_counter() - t_train
+    check_identical_params(model.params, comm, "the end of training")
+
+    with comm.collective_section():
+        if comm.is_root and args.output:
+            last = reports[-1]
+            save_model(
+                args.output,
+                model.coef,
+                model.intercept,
+                classes,
+                cfg.model,
+                {
+                    "mpi_sgd_version": __version__,
+                    "config": cfg.to_dict(),
+                    "train": train_path,
+                    "test": test_path,
+                    "n_ranks": comm.size,
+                    "epochs": trainer.epochs_done,
+                    "steps": trainer.global_step,
+                    "final": last.as_record(),
+                },
+            )
+    metrics.write("end", epochs=trainer.epochs_done, steps=trainer.global_step, seconds=wall)
+    metrics.close()
+    console.log(
+        f"done: {trainer.epochs_done} epochs, {trainer.global_step} steps in {wall:.2f}s"
+        + (f"; model saved to {args.output}" if args.output else "")
+    )
+    return 0
+
+
+def _epoch_line(r: EpochReport, epochs: int, classifier: bool) -> str:
+    width = len(str(epochs))
+    parts = [f"epoch {r.epoch:>{width}}/{epochs}", f"train_loss {r.train_loss:.5f}"]
+    if r.train_eval:
+        parts.append(f"objective {r.train_eval['objective']:.6f}")
+    if r.test:
+        parts.append(f"test_loss {r.test['loss']:.5f}")
+        if classifier:
+            parts.append(f"test_acc {r.test['accuracy']:.4f}")
+        else:
+            parts.append(f"test_rmse {r.test['rmse']:.4f} test_r2 {r.test['r2']:.4f}")
+    parts.append(f"lr {r.lr:.3g}")
+    parts.append(f"{r.train_seconds:.2f}s (allreduce {r.allreduce_seconds:.2f}s)")
+    return "  ".join(parts)
+
+
+def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int:
+    """Run the command line; returns the exit code (the same on every rank).
+
+    Collective when ``comm`` spans several ranks.
+    """
+    comm = comm or Communicator()
+    parser = build_parser(quiet=not comm.is_root)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error: same on every rank
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    try:
+        return run(args, comm)
+    except MpiSgdError as exc:
+        if exc.collective:
+            if comm.is_root:
+                _report(exc, args.debug, rank=None)
+            return exc.exit_code
+        return _abort(comm, exc, exc.exit_code, args.debug)
+    except KeyboardInterrupt as exc:
+        return _abort(comm, exc, 130, args.debug)
+    except Exception as exc:  # noqa: BLE001 - a failure on this rank only: end the whole job
+        return _abort(comm, exc, EXIT_INTERNAL, True)
+
+
+def _report(exc: BaseException, with_traceback: bool, rank: int | None) -> None:
+    where = f" on rank {rank}" if rank is not None else ""
+    if with_traceback:
+        text = getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
+        sys.stderr.write(text)
+        cause = exc.__cause__
+        if cause is not None and getattr(cause, "__traceback_text__", None):
+            sys.stderr.write(cause.__traceback_text__)  # type: ignore[attr-defined]
+    sys.stderr.write(f"{PROG}: error{where}: {describe_error(exc)}\n")
+    sys.stderr.flush()
+
+
+def _abort(comm: Communicator, exc: BaseException, code: int, with_traceback: bool) -> int:
+    """Report a failure seen on this rank only, then end every rank (no peer left waiting)."""
+    _report(exc, with_traceback, rank=comm.rank if comm.size > 1 else None)
+    if comm.size > 1:
+        sys.stdout.flush()
+        comm.abort(code)
+    return code
+
+
+def console_main() -> None:
+    """Entry point of the ``mpi-sgd-train`` script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,252 @@
+"""The synchronous all-reduce training loop.
+
+Every step, on every rank::
+
+    buf[:P]   = sum over my batch rows of d loss / d params      (P = number of parameters)
+    buf[P]    = sum over my batch rows of the loss
+    buf[P+1]  = number of my batch rows
+    Allreduce(IN_PLACE, buf, SUM)                                  (one call, one buffer)
+    grad      = buf[:P] / buf[P+1] + l2 * [coef, 0]               (exact global mean)
+    params    = prox_l1(optimizer.step(params, grad, lr(t)))
+
+Every rank then applies the same arithmetic to the same bytes, so parameters stay identical on
+all ranks; a digest of them is compared at each epoch end. Dividing by the global count (not by
+the number of ranks) keeps the mean exact when partitions are unequal or empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from mpi_sgd.comm import Communicator
+from mpi_sgd.config import TrainConfig
+from mpi_sgd.data.batching import BatchPlan
+from mpi_sgd.errors import DivergenceError, everywhere
+from mpi_sgd.evaluate import evaluate
+from mpi_sgd.metrics import peak_rss_mb
+from mpi_sgd.model import LinearModel
+from mpi_sgd.optim import Optimizer, Schedule, soft_threshold_
+
+
+@dataclass
+class EvalData:
+    """One rank's rows with labels encoded for the model's loss."""
+
+    X: np.ndarray | sp.csr_matrix
+    y: np.ndarray
+
+
+@dataclass
+class EpochReport:
+    """What happened in one epoch (identical on every rank, except ``peak_rss_mb`` per rank)."""
+
+    epoch: int
+    step: int
+    lr: float
+    train_loss: float
+    train_seconds: float
+    allreduce_seconds: float
+    samples: int
+    eval_seconds: float = 0.0
+    test: dict[str, float] = field(default_factory=dict)
+    train_eval: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: list[float] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training rows processed per second over all ranks."""
+        return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def as_record(self) -> dict[str, object]:
+        """A flat JSON-ready dict for the metrics file."""
+        record: dict[str, object] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.lr,
+            "train_loss": self.train_loss,
+            "train_seconds": self.train_seconds,
+            "allreduce_seconds": self.allreduce_seconds,
+            "eval_seconds": self.eval_seconds,
+            "samples": self.samples,
+            "samples_per_second": self.samples_per_second,
+            "peak_rss_mb": self.peak_rss_mb,
+            "peak_rss_mb_max": max(self.peak_rss_mb) if self.peak_rss_mb else None,
+        }
+        record.update({f"test_{k}": v for k, v in self.test.items()})
+        record.update({f"train_{k}": v for k, v in self.train_eval.items() if k != "loss"})
+        if "loss" in self.train_eval:
+            record["train_full_loss"] = self.train_eval["loss"]
+        return record
+
+
+class Trainer:
+    """Runs the synchronous data-parallel loop on this rank.
+
+    Parameters
+    ----------
+    model : LinearModel
+        Its ``params`` must already be identical on all ranks (see :func:`broadcast_params`).
+    optimizer : Optimizer
+    schedule : Schedule
+    plan : BatchPlan
+    train : EvalData
+        This rank's training rows and encoded labels.
+    config : TrainConfig
+    comm : Communicator
+    test : EvalData, optional
+        This rank's validation rows, evaluated at each epoch end.
+    eval_train : bool
+        Also evaluate the full training objective at each epoch end (one more pass).
+    on_step : callable, optional
+        ``on_step(epoch, step_in_epoch, steps, running_loss)`` after every step (progress display).
+    """
+
+    def __init__(
+        self,
+        model: LinearModel,
+        optimizer: Optimizer,
+        schedule: Schedule,
+        plan: BatchPlan,
+        train: EvalData,
+        config: TrainConfig,
+        comm: Communicator,
+        test: EvalData | None = None,
+        eval_train: bool = False,
+        on_step: Callable[[int, int, int, float], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.plan = plan
+        self.train = train
+        self.config = config
+        self.comm = comm
+        self.test = test
+        self.eval_train = eval_train
+        self.on_step = on_step
+        self.global_step = 0
+        self.epochs_done = 0
+        P = model.n_params
+        self._buf = np.zeros(P + 2)  # [gradient sums..., loss sum, row count]
+        self._grad = self._buf[:P]
+        self._prox_scratch = np.zeros(model.n_penalised)
+        self._allreduce_seconds = 0.0
+
+    # --------------------------------------------------------------------------------- step
+    def step(self, rows: slice | np.ndarray) -> tuple[float, float]:
+        """One synchronous step on the local ``rows``; returns (global loss sum, global count).
+
+        Collective: every rank calls it once per step, with possibly empty ``rows``.
+        """
+        model, buf, grad = self.model, self._buf, self._grad
+        P = model.n_params
+        X, y = self.train.X[rows], self.train.y[rows]
+        buf[P] = model.loss_grad_sum(X, y, grad)
+        buf[P + 1] = X.shape[0]
+        t0 = time.perf_counter()
+        self.comm.allreduce_sum_(buf)
+        self._allreduce_seconds += time.perf_counter() - t0
+        loss_sum, count = float(buf[P]), float(buf[P + 1])
+        lr = self.schedule(self.global_step)
+        self.global_step += 1
+        if count == 0:  # no rank had rows for this step (batch smaller than the rank count)
+            return 0.0, 0.0
+        grad /= count
+        if not (np.isfinite(loss_sum) and np.isfinite(grad.sum())):
+            raise everywhere(
+                DivergenceError(
+                    f"training diverged at epoch {self.epochs_done + 1}, global step "
+                    f"{self.global_step}: the loss or gradient is not finite (lr {lr:g}); "
+                    "try a smaller --lr, a warm-up, or standardised features"
+                )
+            )
+        c = self.config
+        n_pen = model.n_penalised
+        if c.l2:
+            grad[:n_pen] += c.l2 * model.params[:n_pen]
+        step_size = self.optimizer.step(model.params, grad, lr)
+        if c.l1:
+            threshold = c.l1 * (
+                step_size[:n_pen] if isinstance(step_size, np.ndarray) else step_size
+            )
+            soft_threshold_(model.params[:n_pen], threshold, self._prox_scratch)
+        return loss_sum, count
+
+    # -------------------------------------------------------------------------------- epoch
+    def run_epoch(self) -> EpochReport:
+        """Train one epoch, check the ranks agree, evaluate. Collective."""
+        epoch = self.epochs_done
+        steps = self.plan.steps_per_epoch
+        self._allreduce_seconds = 0.0
+        loss_total = count_total = 0.0
+        t0 = time.perf_counter()
+        for s, rows in enumerate(self.plan.batches(epoch)):
+            loss_sum, count = self.step(rows)
+            loss_total += loss_sum
+            count_total += count
+            if self.on_step is not None:
+                self.on_step(epoch + 1, s + 1, steps, loss_total / max(count_total, 1.0))
+        train_seconds = time.perf_counter() - t0
+        self.epochs_done += 1
+        check_identical_params(self.model.params, self.comm, f"the end of epoch {epoch + 1}")
+        report = EpochReport(
+            epoch=epoch + 1,
+            step=self.global_step,
+            lr=self.schedule(max(self.global_step - 1, 0)),
+            train_loss=loss_total / count_total if count_total else float("nan"),
+            train_seconds=train_seconds,
+            allreduce_seconds=self._allreduce_seconds,
+            samples=int(count_total),
+        )
+        t1 = time.perf_counter()
+        c = self.config
+        if self.test is not None:
+            report.test = evaluate(self.model, self.test.X, self.test.y, self.comm, c.l2, c.l1)
+        if self.eval_train:
+            report.train_eval = evaluate(
+                self.model, self.train.X, self.train.y, self.comm, c.l2, c.l1
+            )
+        report.eval_seconds = time.perf_counter() - t1
+        rss = self.comm.allgather_floats(np.array([peak_rss_mb()]))
+        report.peak_rss_mb = [round(float(r[0]), 1) for r in rss]
+        return report
+
+    def fit(self, on_epoch: Callable[[EpochReport], None] | None = None) -> list[EpochReport]:
+        """Train the remaining epochs of ``config.epochs``. Collective."""
+        reports = []
+        while self.epochs_done < self.config.epochs:
+            report = self.run_epoch()
+            reports.append(report)
+            if on_epoch is not None:
+                on_epoch(report)
+        return reports
+
+
+def params_digest(params: np.ndarray) -> str:
+    """A short SHA-256 digest of the parameter bytes."""
+    return hashlib.sha256(params.tobytes()).hexdigest()[:16]
+
+
+def check_identical_params(params: np.ndarray, comm: Communicator, when: str) -> None:
+    """Raise :class:`DivergenceError` on every rank if the ranks' parameters differ. Collective."""
+    digests = comm.allgather_str(params_digest(params))
+    if len(set(digests)) > 1:
+        majority = max(set(digests), key=digests.count)
+        odd = [r for r, d in enumerate(digests) if d != majority]
+        raise everywhere(
+            DivergenceError(
+                f"ranks hold different parameters at {when}: rank(s) {odd} differ from the "
+                "others (memory corruption, or ranks running different code or libraries)"
+            )
+        )
+
+
+def broadcast_params(model: LinearModel, comm: Communicator) -> None:
+    """Overwrite every rank's parameters with rank 0's. Collective."""
+    comm.bcast_(model.params, root=0)
