@@ -207,8 +207,6 @@ class Communicator:
 
 def describe_error(error: BaseException) -> str:
     """A one-line description: the message of user errors, ``Type: message`` of the others."""
-    if isinstance(error, PeerFailure):
-        return error.message
     if isinstance(error, MpiSgdError):
         return str(error)
     return f"{type(error).__name__}: {error}"

@@ -75,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:  # numpy's default_rng rejects negative seeds deep in the data code
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         return self
 
     def to_dict(self) -> dict[str, object]:

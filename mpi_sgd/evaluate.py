@@ -45,8 +45,8 @@ def evaluate(
         ``loss`` (mean loss), ``objective`` (loss + penalty) and ``n``; classification adds
         ``accuracy``; regression adds ``rmse`` and ``r2``.
     """
-    # [loss_sum, count, correct | sse, sum_y, sum_y2]
-    sums = np.zeros(5)
+    # [loss_sum, count, correct | sse, sum_y]
+    sums = np.zeros(4)
     grad_sink = np.empty(model.n_params)
     for start in range(0, X.shape[0], EVAL_CHUNK_ROWS):
         Xc, yc = X[start : start + EVAL_CHUNK_ROWS], y[start : start + EVAL_CHUNK_ROWS]
@@ -59,7 +59,6 @@ def evaluate(
             resid = scores - yc
             sums[2] += float(resid @ resid)
             sums[3] += float(yc.sum())
-            sums[4] += float(yc @ yc)
         sums[0] += model.loss_grad_sum(Xc, yc, grad_sink)
         sums[1] += Xc.shape[0]
     comm.allreduce_sum_(sums)
@@ -69,7 +68,11 @@ def evaluate(
     if model.loss.is_classifier:
         out["accuracy"] = sums[2] / n if n else float("nan")
     else:
-        var_sum = sums[4] - sums[3] ** 2 / n if n else float("nan")
+        # Centre on the global mean in a second pass: sum(y^2) - sum(y)^2 / n cancels
+        # catastrophically when |mean| >> std (e.g. targets around 1e9 gave r2 = nan).
+        centred = np.array([float(np.sum((y - sums[3] / n) ** 2)) if n else 0.0])
+        comm.allreduce_sum_(centred)
+        var_sum = float(centred[0]) if n else float("nan")
         out["rmse"] = float(np.sqrt(sums[2] / n)) if n else float("nan")
         out["r2"] = 1.0 - sums[2] / var_sum if n and var_sum > 0 else float("nan")
     return out

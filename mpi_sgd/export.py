@@ -32,6 +32,10 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates the file 0600; give it the usual 0666 & ~umask, as open() would
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())

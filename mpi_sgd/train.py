@@ -29,13 +29,12 @@ from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import SHUFFLES, BatchPlan
-from mpi_sgd.data.dataset import Dataset, ReadOptions, load_dataset
+from mpi_sgd.data.dataset import ReadOptions, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
     CheckpointError,
     ConfigError,
-    DataError,
     MpiSgdError,
     everywhere,
 )
@@ -327,24 +326,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise everywhere(exc) from None
 
 
-def _check_finite(data: Dataset, role: str) -> None:
-    """Raise DataError if this rank's features hold NaN or inf (checked in chunks)."""
-    X = data.X
-    values = X.data if hasattr(X, "tocsr") else None
-    if values is not None:
-        if not np.all(np.isfinite(values)):
-            raise DataError(f"{role} data {data.source}: non-finite feature value (nan or inf)")
-        return
-    for start in range(0, X.shape[0], 65_536):
-        block = X[start : start + 65_536]
-        if not np.isfinite(block).all():
-            row = start + int(np.nonzero(~np.isfinite(block).all(axis=1))[0][0])
-            gid = int(data.ownership.global_ids()[row])
-            raise DataError(
-                f"{role} data {data.source}: non-finite feature value (nan or inf) in row {gid}"
-            )
-
-
 def _prepare_output(args: argparse.Namespace, comm: Communicator) -> None:
     """Fail fast, before training, if rank 0 cannot write --output. Collective."""
     with comm.collective_section():
@@ -400,10 +381,8 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     loss = get_loss(cfg.model)
     classes = agree_classes(train.y, loss, comm, train.source)
     with comm.collective_section():
-        _check_finite(train, "training")
         y_train = encode_labels(train.y, classes, loss, train.source)
         if test is not None:
-            _check_finite(test, "test")
             y_test = encode_labels(test.y, classes, loss, test.source)
     load_seconds = time.perf_counter() - t_load
 

@@ -239,10 +239,15 @@ def check_identical_params(params: np.ndarray, comm: Communicator, when: str) ->
     if len(set(digests)) > 1:
         majority = max(set(digests), key=digests.count)
         odd = [r for r, d in enumerate(digests) if d != majority]
+        if 2 * len(odd) >= len(digests):  # no strict majority: name every group
+            groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
+            who = " vs ".join(f"rank(s) {g}" for g in groups.values())
+        else:
+            who = f"rank(s) {odd} differ from the others"
         raise everywhere(
             DivergenceError(
-                f"ranks hold different parameters at {when}: rank(s) {odd} differ from the "
-                "others (memory corruption, or ranks running different code or libraries)"
+                f"ranks hold different parameters at {when}: {who} (memory corruption, or ranks "
+                "running different code or libraries)"
             )
         )
 

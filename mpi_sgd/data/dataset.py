@@ -341,12 +341,34 @@ def _widen(X: sp.csr_matrix, width: int) -> sp.csr_matrix:
 
 def _read_single(kind: str, path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
     if kind == "npy":
-        return _read_npy(path, rank, size, opts)
-    if kind == "csr":
-        return _read_csr(path, rank, size, opts)
-    if kind == "synthetic":
+        local = _read_npy(path, rank, size, opts)
+    elif kind == "csr":
+        local = _read_csr(path, rank, size, opts)
+    elif kind == "synthetic":
         return _read_synthetic(path, rank, size, opts)
-    return _read_text_block(path, kind, rank, size, opts)
+    else:
+        return _read_text_block(path, kind, rank, size, opts)  # the parser checks values
+    assert local.ownership is not None
+    check_finite(local.X, path, local.ownership)
+    return local
+
+
+def check_finite(X: np.ndarray | sp.csr_matrix, path: str, ownership: RowOwnership) -> None:
+    """Raise DataError naming ``path`` and the row if ``X`` holds NaN or inf (read in chunks)."""
+    if sp.issparse(X):
+        bad = ~np.isfinite(X.data)
+        if bad.any():
+            row = int(np.searchsorted(X.indptr, int(np.argmax(bad)), side="right") - 1)
+            gid = int(ownership.global_ids()[row])
+            raise DataError(f"{path}: non-finite feature value (nan or inf) in row {gid}")
+        return
+    for start in range(0, X.shape[0], 65_536):
+        block = np.asarray(X[start : start + 65_536])
+        finite = np.isfinite(block)
+        if not finite.all():
+            row = start + int(np.argmin(finite.all(axis=1)))
+            gid = int(ownership.global_ids()[row])
+            raise DataError(f"{path}: non-finite feature value (nan or inf) in row {gid}")
 
 
 # ----------------------------------------------------------------------------- the loader

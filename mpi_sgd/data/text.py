@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +127,7 @@ def _read_block(f: io.BufferedReader, byte_start: int, byte_stop: int) -> tuple[
     or after ``byte_start``) to the end of the last line starting before ``byte_stop`` (newline
     included), or is empty. Memory is the block plus its last line plus one small chunk.
     """
+    byte_stop = min(byte_stop, os.fstat(f.fileno()).st_size)  # allocate no more than the file
     if byte_start >= byte_stop:
         return bytearray(), byte_start
     pos = byte_start
@@ -204,11 +207,13 @@ def _strict_number(token: str) -> bool:
 
 # ---------------------------------------------------------------------------------- LIBSVM
 def _parse_libsvm(lines: list[str], path: str, base: int) -> TextRows:
-    labels: list[float] = []
-    row_lines: list[int] = []  # index in `lines` of each row, for error messages
-    indptr: list[int] = [0]
-    cols: list[int] = []
-    vals: list[float] = []
+    # Typed arrays (8 bytes an item) rather than lists of Python numbers keep memory near the
+    # size of the block's text.
+    labels = array("d")
+    row_lines = array("q")  # index in `lines` of each row, for error messages
+    indptr = array("q", [0])
+    cols = array("q")
+    vals = array("d")
     for i, line in enumerate(lines):
         h = line.find("#")
         if h >= 0:
@@ -271,20 +276,23 @@ def _libsvm_token_problem(tok: str, is_label: bool) -> str:
 
 
 def _check_libsvm(
-    labels: list[float],
-    row_lines: list[int],
-    indptr_list: list[int],
-    cols: list[int],
-    vals: list[float],
+    labels: array[float],
+    row_lines: array[int],
+    indptr_arr: array[int],
+    cols: array[int],
+    vals: array[float],
     path: str,
     base: int,
 ) -> TextRows:
-    """Build the CSR of the parsed rows; raise for the first row with a non-finite or duplicate."""
+    """Build the CSR of the parsed rows; raise for the first row with a non-finite or duplicate.
+
+    The arrays are wrapped without copying, so they must not be resized afterwards.
+    """
     m = len(labels)
-    y = np.array(labels, dtype=np.float64)
-    indptr = np.array(indptr_list, dtype=np.int64)
-    indices = np.array(cols, dtype=np.int64)
-    data = np.array(vals, dtype=np.float64)
+    y = np.frombuffer(labels, dtype=np.float64)
+    indptr = np.frombuffer(indptr_arr, dtype=np.int64)
+    indices = np.frombuffer(cols, dtype=np.int64)
+    data = np.frombuffer(vals, dtype=np.float64)
     problems: list[tuple[int, str]] = []  # (row, message)
 
     bad_y = np.flatnonzero(~np.isfinite(y))
@@ -351,8 +359,11 @@ def _parse_csv(lines: list[str], path: str, base: int, label_column: int) -> Tex
     if fail is not None:
         del rows
         i, what = _csv_first_problem(lines, start, expected)
-        if i is None:
-            raise DataError(f"{path}: cannot parse the CSV rows of bytes from {base}: {fail}")
+        if i is None:  # not expected: loadtxt and the line-by-line check disagree
+            raise DataError(f"{path}: cannot parse the CSV lines from byte {base}: {fail}")
+        if what.startswith("has "):
+            ref = 0 if start else _first_nonblank(lines, start)
+            what += f" as on line {_line_number(path, base, ref)}"
         raise _error(path, base, i, what)
 
     y = np.ascontiguousarray(arr[:, col])

@@ -1,0 +1,60 @@
+"""Launching the trainer under mpiexec from serial tests, always with a hard timeout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MPIEXEC = os.environ.get("MPI_SGD_TEST_MPIEXEC") or shutil.which("mpiexec") or "mpiexec"
+# e.g. "--oversubscribe" for Open MPI when running more ranks than cores
+MPIEXEC_ARGS = os.environ.get("MPI_SGD_TEST_MPIEXEC_ARGS", "").split()
+
+
+@dataclass
+class Result:
+    """Exit code and output of one launch."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def env() -> dict[str, str]:
+    """The test environment: one BLAS thread, the project importable."""
+    out = dict(os.environ)
+    out.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    out["PYTHONPATH"] = ROOT + os.pathsep + out.get("PYTHONPATH", "")
+    return out
+
+
+def mpirun(n: int, args: list[str], timeout: float = 120, module: str = "mpi_sgd.train") -> Result:
+    """Run ``mpiexec -n n python -m module args`` and return its result.
+
+    A launch still running after ``timeout`` seconds is killed and the test fails: a hang is a
+    failure, never a stuck CI.
+    """
+    cmd = [MPIEXEC, *MPIEXEC_ARGS, "-n", str(n), sys.executable, "-m", module, *args]
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise AssertionError(
+            f"{' '.join(cmd)} did not finish within {timeout}s (hang?)\n{out}\n{err}"
+        ) from None
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of our own error reports (``mpi_sgd.train: error...``)."""
+    return [line for line in stderr.splitlines() if line.startswith("mpi_sgd.train: error")]
