@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_model"]
 
 
-def load_model(path):  # noqa: ANN001, ANN201 - thin lazy re-export keeps `import mpi_sgd` cheap
-    """Load a model saved by ``mpi_sgd.train --output DIR``; see :func:`mpi_sgd.export.load_model`."""
+def load_model(path):
+    """Load a model saved by ``mpi_sgd.train --output DIR``; see ``mpi_sgd.export``."""
     from mpi_sgd.export import load_model as _load
 
     return _load(path)

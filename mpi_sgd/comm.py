@@ -198,7 +198,7 @@ class Communicator:
         error: BaseException | None = None
         try:
             yield
-        except Exception as exc:  # noqa: BLE001 - re-raised collectively just below
+        except Exception as exc:
             error = exc
             if not isinstance(exc, MpiSgdError):
                 error.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]

@@ -51,7 +51,7 @@ class CheckpointError(MpiSgdError, OSError):
 
 
 def everywhere(error: MpiSgdError) -> MpiSgdError:
-    """Mark ``error`` as raised identically on every rank and return it (``raise everywhere(e)``)."""
+    """Mark ``error`` as raised identically on every rank; use as ``raise everywhere(e)``."""
     error.collective = True
     return error
 

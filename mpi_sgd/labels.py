@@ -55,8 +55,8 @@ def agree_classes(y_train: np.ndarray, loss: Loss, comm: Communicator, source: s
         if classes.size < 2:
             raise everywhere(
                 DataError(
-                    f"{source}: --model {loss.name} is binary and needs two classes in the training "
-                    f"labels, found only [{found}] (the other class is missing entirely)"
+                    f"{source}: --model {loss.name} is binary and needs two classes in the "
+                    f"training labels, found only [{found}] (the other class is missing entirely)"
                 )
             )
         raise everywhere(

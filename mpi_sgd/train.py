@@ -23,8 +23,6 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-import numpy as np
-
 from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import TrainConfig
@@ -530,7 +528,7 @@ def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int
         return _abort(comm, exc, exc.exit_code, args.debug)
     except KeyboardInterrupt as exc:
         return _abort(comm, exc, 130, args.debug)
-    except Exception as exc:  # noqa: BLE001 - a failure on this rank only: end the whole job
+    except Exception as exc:
         return _abort(comm, exc, EXIT_INTERNAL, True)
 
 

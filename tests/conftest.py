@@ -15,14 +15,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def pytest_ignore_collect(collection_path, config):  # noqa: ANN001, ANN201
+def pytest_ignore_collect(collection_path, config):
     """Collect tests/mpi only under ``--with-mpi`` (that is, when launched by mpiexec)."""
     if collection_path.name == "mpi" and collection_path.parent.name == "tests":
         return not config.getoption("--with-mpi", default=False)
     return None
 
 
-def pytest_configure(config):  # noqa: ANN001, ANN201
+def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if ROOT not in sys.path:

@@ -41,7 +41,7 @@ class ReadOptions:
     Attributes
     ----------
     partition : str
-        ``contiguous`` (default), ``strided`` or ``random``; for shard sets it applies to whole files.
+        ``contiguous`` (default), ``strided`` or ``random``; shard sets apply it to whole files.
     seed : int
         Seed of the ``random`` partition.
     csv_label_column : int

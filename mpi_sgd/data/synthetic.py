@@ -54,7 +54,11 @@ class SyntheticSpec:
         if self.kind not in KINDS:
             raise ValueError(f"unknown synthetic kind {self.kind!r}; expected one of {KINDS}")
         if self.n_features < 1 or self.n_train < 0 or self.n_test < 0:
-            raise ValueError("synthetic sizes must be positive")
+            raise ValueError("synthetic sizes must be non-negative (features >= 1)")
+        if self.seed < 0:
+            raise ValueError(f"synthetic seed must be >= 0, got {self.seed}")
+        if self.nnz_per_row < 1 or self.noise < 0:
+            raise ValueError("synthetic nnz must be >= 1 and noise >= 0")
         if self.kind == "multiclass" and self.n_classes < 2:
             raise ValueError("a multiclass data set needs n_classes >= 2")
 

@@ -43,7 +43,12 @@ def mpirun(n: int, args: list[str], timeout: float = 120, module: str = "mpi_sgd
     cmd = [MPIEXEC, *MPIEXEC_ARGS, "-n", str(n), sys.executable, "-m", module, *args]
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=ROOT,
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env(),
+            cwd=ROOT,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:

@@ -33,8 +33,15 @@ def test_default_run_trains_logs_once_and_saves_a_usable_model(tmp_path):
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["event"] for r in records] == ["start", "epoch", "epoch", "end"]
     epoch2 = records[2]
-    for key in ("train_loss", "test_loss", "test_accuracy", "train_seconds",
-                "allreduce_seconds", "samples_per_second", "peak_rss_mb"):
+    for key in (
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "train_seconds",
+        "allreduce_seconds",
+        "samples_per_second",
+        "peak_rss_mb",
+    ):
         assert key in epoch2, key
     assert epoch2["samples"] == 200_000 and len(epoch2["peak_rss_mb"]) == 2
 
@@ -67,9 +74,27 @@ def test_global_shuffle_gives_the_same_model_on_1_2_and_3_ranks(tmp_path):
     coefs = []
     for n in (1, 2, 3):
         out = tmp_path / f"out{n}"
-        args = ["--train", data, "--shuffle", "global", "--epochs", "4", "--batch-size", "16",
-                "--optimizer", "momentum", "--lr", "0.05", "--l2", "0.01", "--l1", "0.001",
-                "--output", str(out), "--quiet"]
+        args = [
+            "--train",
+            data,
+            "--shuffle",
+            "global",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--optimizer",
+            "momentum",
+            "--lr",
+            "0.05",
+            "--l2",
+            "0.01",
+            "--l1",
+            "0.001",
+            "--output",
+            str(out),
+            "--quiet",
+        ]
         res = mpirun(n, args, timeout=180)
         assert res.returncode == 0, res
         model = mpi_sgd.load_model(str(out))
@@ -83,8 +108,22 @@ def test_help_documents_every_flag():
     undocumented = [a.option_strings for a in parser._actions if not a.help]
     assert not undocumented
     text = parser.format_help()
-    for flag in ("--train", "--test", "--model", "--optimizer", "--lr", "--schedule", "--epochs",
-                 "--batch-size", "--l2", "--l1", "--shuffle", "--seed", "--output", "--metrics"):
+    for flag in (
+        "--train",
+        "--test",
+        "--model",
+        "--optimizer",
+        "--lr",
+        "--schedule",
+        "--epochs",
+        "--batch-size",
+        "--l2",
+        "--l1",
+        "--shuffle",
+        "--seed",
+        "--output",
+        "--metrics",
+    ):
         assert flag in text
     assert "GLOBAL batch size" in text and "exit codes" in text
 
@@ -145,8 +184,9 @@ def test_divergence_stops_all_ranks_with_advice(tmp_path):
     rng = np.random.default_rng(2)
     X = rng.standard_normal((200, 4)) * 1e3
     data = write_npy(str(tmp_path / "d"), X, X @ np.ones(4))
-    res = mpirun(2, ["--train", data, "--model", "squared", "--lr", "10", "--epochs", "200"],
-                 timeout=60)
+    res = mpirun(
+        2, ["--train", data, "--model", "squared", "--lr", "10", "--epochs", "200"], timeout=60
+    )
     assert res.returncode == 4, res
     errors = error_lines(res.stderr)
     assert len(errors) == 1 and "smaller --lr" in errors[0], res

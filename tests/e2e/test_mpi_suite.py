@@ -19,12 +19,33 @@ from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS, ROOT, env
 @pytest.mark.parametrize("n_ranks", [2, 3])
 def test_mpi_suite(n_ranks):
     cmd = [
-        MPIEXEC, *MPIEXEC_ARGS, "-n", str(n_ranks), sys.executable, "-m", "mpi4py", "-m",
-        "pytest", "--with-mpi", "tests/mpi", "-q", "-p", "no:cacheprovider", "--color=no",
-        "--timeout=240", "--timeout-method=thread",
+        MPIEXEC,
+        *MPIEXEC_ARGS,
+        "-n",
+        str(n_ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        "-m",
+        "pytest",
+        "--with-mpi",
+        "tests/mpi",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--color=no",
+        "--timeout=240",
+        "--timeout-method=thread",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env(), cwd=ROOT,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env(),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{output[-20000:]}"
     # One "N passed in T s" summary per rank (ranks' output may interleave on one line).

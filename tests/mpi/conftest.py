@@ -22,7 +22,7 @@ def assert_all(comm: Communicator, ok: bool, message: str = "") -> None:
     assert not bad, f"failed on rank(s) {bad}: {message}"
 
 
-def assert_allclose_all(comm: Communicator, actual, desired, rtol=1e-7, atol=0.0, what="") -> None:  # noqa: ANN001
+def assert_allclose_all(comm: Communicator, actual, desired, rtol=1e-7, atol=0.0, what="") -> None:
     """``np.allclose`` agreed over all ranks, reporting the largest difference."""
     actual, desired = np.asarray(actual), np.asarray(desired)
     ok = actual.shape == desired.shape and np.allclose(actual, desired, rtol=rtol, atol=atol)
@@ -31,7 +31,7 @@ def assert_allclose_all(comm: Communicator, actual, desired, rtol=1e-7, atol=0.0
 
 
 @pytest.fixture
-def shared_dir(comm: Communicator, tmp_path_factory) -> str:  # noqa: ANN001
+def shared_dir(comm: Communicator, tmp_path_factory) -> str:
     """A directory that every rank sees (rank 0's temporary directory, sent to all)."""
     path = str(tmp_path_factory.mktemp("shared")) if comm.is_root else ""
     return comm.allgather_str(path)[0]

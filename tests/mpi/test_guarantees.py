@@ -118,7 +118,9 @@ def test_full_batch_gd_on_uneven_partitions_equals_numpy_gd(comm, model):
     over the concatenated data: the Allreduce-then-divide-by-global-count mean is exact."""
     X, y = make_problem(model)
     own = uneven_ownership(X.shape[0], comm)
-    cfg = TrainConfig(model=model, lr=0.5, epochs=25, batch_size=X.shape[0], shuffle="none", l2=0.05)
+    cfg = TrainConfig(
+        model=model, lr=0.5, epochs=25, batch_size=X.shape[0], shuffle="none", l2=0.05
+    )
     trainer, classes = build_trainer(model, X, y, own, comm, cfg)
     trainer.fit()
     f = oracle_objective(model, X, y, classes, l2=0.05)
@@ -137,9 +139,12 @@ def test_every_rank_takes_the_same_number_of_steps(comm):
         trainer.fit()
         steps = comm.allgather_int(trainer.global_step)
         assert_all(comm, bool(np.all(steps == 3 * 11)), f"{shuffle}: steps per rank {steps}")
-        rows = comm.sum_int(sum(np.asarray(r if isinstance(r, np.ndarray) else
-                                           np.arange(own.n_local)[r]).size
-                                for r in trainer.plan.batches(0)))
+        rows = comm.sum_int(
+            sum(
+                np.asarray(r if isinstance(r, np.ndarray) else np.arange(own.n_local)[r]).size
+                for r in trainer.plan.batches(0)
+            )
+        )
         assert_all(comm, rows == 101, f"{shuffle}: one epoch used {rows} rows, expected 101")
 
 
@@ -158,8 +163,13 @@ def test_more_ranks_than_rows_trains(comm):
 # -------------------------------------------------------------------------- convergence
 @pytest.mark.parametrize(
     ("model", "l2", "l1"),
-    [("logistic", 0.02, 0.0), ("softmax", 0.02, 0.0), ("squared", 0.01, 0.0),
-     ("logistic", 0.01, 0.01), ("squared", 0.01, 0.4)],
+    [
+        ("logistic", 0.02, 0.0),
+        ("softmax", 0.02, 0.0),
+        ("squared", 0.01, 0.0),
+        ("logistic", 0.01, 0.01),
+        ("squared", 0.01, 0.4),
+    ],
 )
 def test_converges_to_scipy_lbfgs_optimum(comm, model, l2, l1):
     """Full-batch (proximal) GD on uneven partitions reaches scipy's optimum of the same
@@ -167,15 +177,21 @@ def test_converges_to_scipy_lbfgs_optimum(comm, model, l2, l1):
     by L-BFGS-B on split variables coef = u - v, u, v >= 0."""
     X, y = make_problem(model, n=211)
     own = uneven_ownership(X.shape[0], comm)
-    cfg = TrainConfig(model=model, lr=1.0, epochs=500, batch_size=X.shape[0], shuffle="none",
-                      l2=l2, l1=l1)
+    cfg = TrainConfig(
+        model=model, lr=1.0, epochs=500, batch_size=X.shape[0], shuffle="none", l2=l2, l1=l1
+    )
     trainer, classes = build_trainer(model, X, y, own, comm, cfg)
     trainer.fit()
     f = oracle_objective(model, X, y, classes, l2=l2, l1=l1)
     k, d = trainer.model.n_outputs, X.shape[1]
     if l1 == 0:
-        res = scipy.optimize.minimize(f, np.zeros(k * (d + 1)), jac=True, method="L-BFGS-B",
-                                      options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+        res = scipy.optimize.minimize(
+            f,
+            np.zeros(k * (d + 1)),
+            jac=True,
+            method="L-BFGS-B",
+            options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000},
+        )
         theta = res.x
     else:
         smooth = oracle_objective(model, X, y, classes, l2=l2, l1=0.0)
@@ -188,9 +204,14 @@ def test_converges_to_scipy_lbfgs_optimum(comm, model, l2, l1):
             return value, np.concatenate([gw + l1, -gw + l1, g[k * d :]])
 
         bounds = [(0, None)] * (2 * k * d) + [(None, None)] * k
-        res = scipy.optimize.minimize(split, np.zeros(2 * k * d + k), jac=True, method="L-BFGS-B",
-                                      bounds=bounds,
-                                      options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+        res = scipy.optimize.minimize(
+            split,
+            np.zeros(2 * k * d + k),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000},
+        )
         theta = np.concatenate([res.x[: k * d] - res.x[k * d : 2 * k * d], res.x[2 * k * d :]])
     ours = f(trainer.model.params)[0]
     best = f(theta)[0]
@@ -206,13 +227,22 @@ def test_minibatch_sgd_reaches_the_optimum_within_tolerance(comm):
     """Minibatch SGD (global batch 32, decaying lr) gets within 1e-3 of the L-BFGS objective."""
     X, y = make_problem("logistic", n=400, d=5)
     own = uneven_ownership(X.shape[0], comm)
-    cfg = TrainConfig(model="logistic", lr=0.5, epochs=60, batch_size=32, shuffle="global",
-                      schedule="invscaling", power_t=1.0, l2=0.01)
+    cfg = TrainConfig(
+        model="logistic",
+        lr=0.5,
+        epochs=60,
+        batch_size=32,
+        shuffle="global",
+        schedule="invscaling",
+        power_t=1.0,
+        l2=0.01,
+    )
     trainer, classes = build_trainer("logistic", X, y, own, comm, cfg)
     trainer.fit()
     f = oracle_objective("logistic", X, y, classes, l2=0.01)
-    res = scipy.optimize.minimize(f, np.zeros(6), jac=True, method="L-BFGS-B",
-                                  options={"gtol": 1e-10})
+    res = scipy.optimize.minimize(
+        f, np.zeros(6), jac=True, method="L-BFGS-B", options={"gtol": 1e-10}
+    )
     gap = f(trainer.model.params)[0] - res.fun
     assert_all(comm, 0 <= gap < 1e-3, f"objective gap {gap:.3e}")
 
@@ -245,7 +275,7 @@ def test_classes_are_the_union_over_ranks(comm):
 
 def test_non_integer_labels_on_one_rank_fail_everywhere(comm):
     y_local = np.array([0.0, 1.0]) if comm.rank else np.array([0.0, 0.5])
-    with pytest.raises(PeerFailure, match="rank 0: .*integer class labels"):
+    with pytest.raises(PeerFailure, match=r"rank 0: .*integer class labels"):
         agree_classes(y_local, get_loss("logistic"), comm, "labels")
 
 
@@ -352,11 +382,23 @@ def test_every_format_gives_the_same_rows_and_the_same_model(comm, shared_dir):
         lm = LinearModel(loss, data.n_features, 1)
         plan = BatchPlan(data.ownership, data.n_total, 8, "global", 0, comm.rank)
         S = plan.steps_per_epoch
-        trainer = Trainer(lm, make_optimizer("sgd", lm.n_params),
-                          Schedule("constant", 0.3, 3 * S, S), plan,
-                          EvalData(data.X, encode_labels(data.y, classes, loss, name)), cfg, comm)
+        trainer = Trainer(
+            lm,
+            make_optimizer("sgd", lm.n_params),
+            Schedule("constant", 0.3, 3 * S, S),
+            plan,
+            EvalData(data.X, encode_labels(data.y, classes, loss, name)),
+            cfg,
+            comm,
+        )
         trainer.fit()
         results[name] = lm.params.copy()
     for name in names[1:]:
-        assert_allclose_all(comm, results[name], results["npy"], rtol=1e-12, atol=1e-13,
-                            what=f"{name} vs npy parameters")
+        assert_allclose_all(
+            comm,
+            results[name],
+            results["npy"],
+            rtol=1e-12,
+            atol=1e-13,
+            what=f"{name} vs npy parameters",
+        )
