@@ -74,7 +74,7 @@ def partition_rows(n: int, rank: int, size: int, scheme: str, seed: int = 0) -> 
 
 
 def steps_per_epoch(n_total: int, global_batch: int) -> int:
-    """Steps covering ``n_total`` rows in global batches of ``global_batch`` (the last may be short)."""
+    """Steps covering ``n_total`` rows in batches of ``global_batch`` (the last may be short)."""
     if global_batch < 1:
         raise ValueError(f"batch size must be >= 1, got {global_batch}")
     return max(1, -(-n_total // global_batch))

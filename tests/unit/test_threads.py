@@ -24,8 +24,9 @@ print(json.dumps({"before": before, "after": blas_thread_counts(),
 def test_limit_blas_threads_sets_every_loaded_pool_and_the_environment():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     env["PYTHONPATH"] = ROOT
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen["after"] and set(seen["after"].values()) == {1}, seen
