@@ -12,6 +12,9 @@ EXIT_USAGE = 2  # bad flag or configuration (argparse uses 2 as well)
 EXIT_DATA = 3  # unreadable, malformed or inconsistent data
 EXIT_DIVERGED = 4  # non-finite loss/gradient, or ranks holding different parameters
 EXIT_CHECKPOINT = 5  # checkpoint or output that cannot be read or written
+EXIT_WATCHDOG = 6  # no training step completed within --watchdog seconds (stacks printed)
+EXIT_PREEMPTED = 75  # stopped by SIGTERM/SIGUSR1 or --stop-after, checkpoint written: resume
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
 
 
 class MpiSgdError(Exception):
@@ -79,3 +82,9 @@ class PeerFailure(MpiSgdError):
         self.exit_code = exit_code
         self.n_failed = n_failed
         self.collective = True
+
+
+class Preempted(MpiSgdError):
+    """Training stopped on request (signal or time limit) after writing a checkpoint."""
+
+    exit_code = EXIT_PREEMPTED

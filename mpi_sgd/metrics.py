@@ -35,15 +35,17 @@ def _json_safe(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``path`` (rank 0 only; ``None`` writes nothing)."""
+    """Writes JSON lines to ``path`` (rank 0 only; ``None`` writes nothing); ``append`` keeps
+    what an earlier, resumed run wrote."""
 
-    def __init__(self, path: str | None, enabled: bool) -> None:
+    def __init__(self, path: str | None, enabled: bool, append: bool = False) -> None:
         self._file: TextIO | None = None
         if path and enabled:
             try:
                 parent = os.path.dirname(os.path.abspath(path))
                 os.makedirs(parent, exist_ok=True)
-                self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                mode = "a" if append else "w"
+                self._file = open(path, mode, encoding="utf-8")  # noqa: SIM115 - see close()
             except OSError as exc:
                 raise CheckpointError(
                     f"cannot write --metrics file {path!r}: {exc.strerror}"
@@ -90,6 +92,12 @@ class Console:
         if self.enabled and not self.quiet:
             self.clear_progress()
             print(message, flush=True)
+
+    def warn(self, message: str) -> None:
+        """Print a warning to stderr (rank 0, even when quiet)."""
+        if self.enabled:
+            self.clear_progress()
+            print(f"mpi_sgd.train: warning: {message}", file=sys.stderr, flush=True)
 
     def progress(
         self, epoch: int, epochs: int, step: int, steps: int, loss: float, t0: float

@@ -10,7 +10,9 @@
   then calls ``MPI_Abort`` so that no peer waits forever in a collective.
 
 Exit codes: 0 success, 1 internal error, 2 bad flag or configuration, 3 bad data, 4 divergence
-(non-finite loss, ranks disagreeing), 5 model or output file that cannot be written or read.
+(non-finite loss, ranks disagreeing), 5 model, output or checkpoint file that cannot be written
+or read, 6 watchdog (no step within --watchdog seconds), 75 stopped by SIGTERM/SIGUSR1 or
+--stop-after after writing a checkpoint (run again with --resume), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any, NoReturn
 
 from mpi_sgd import __version__
+from mpi_sgd.checkpoint import (
+    TrainingPosition,
+    check_compatible,
+    find_latest,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import SHUFFLES, BatchPlan
@@ -31,19 +41,30 @@ from mpi_sgd.data.dataset import ReadOptions, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     CheckpointError,
     ConfigError,
     MpiSgdError,
+    Preempted,
     everywhere,
 )
 from mpi_sgd.export import save_model
+from mpi_sgd.faults import FaultInjector
 from mpi_sgd.labels import agree_classes, encode_labels
 from mpi_sgd.losses import LOSSES, get_loss
 from mpi_sgd.metrics import Console, MetricsWriter
 from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import OPTIMIZERS, SCHEDULES, Schedule, make_optimizer
+from mpi_sgd.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
+from mpi_sgd.preemption import StopRequest
 from mpi_sgd.threads import limit_blas_threads
-from mpi_sgd.trainer import EpochReport, EvalData, Trainer, broadcast_params, check_identical_params
+from mpi_sgd.trainer import (
+    EpochReport,
+    EvalData,
+    Trainer,
+    broadcast_params,
+    check_identical_params,
+)
+from mpi_sgd.watchdog import Watchdog
 
 PROG = "mpi_sgd.train"
 DEFAULT_DATA = {
@@ -72,12 +93,17 @@ sparse-binary). Without --train, a built-in synthetic data set matching --model 
 
 EPILOG = """\
 exit codes: 0 ok; 1 internal error; 2 bad flag/configuration; 3 bad data;
-            4 diverged (non-finite loss) or ranks disagree; 5 output/model file error.
+            4 diverged (non-finite loss) or ranks disagree; 5 output/model/checkpoint file;
+            6 watchdog fired; 75 stopped by SIGTERM/SIGUSR1/--stop-after with a checkpoint
+            written (run again with --resume); 130 interrupted.
 examples:
   mpiexec -n 2 python -m mpi_sgd.train
   mpiexec -n 4 python -m mpi_sgd.train --train data/train --test data/test \\
       --model softmax --optimizer adam --lr 0.01 --epochs 20 --batch-size 1024 \\
-      --output run1 --metrics run1/metrics.jsonl"""
+      --output run1 --metrics run1/metrics.jsonl
+  # preemptible: checkpoint every 500 steps, continue where a previous run stopped
+  mpiexec -n 8 python -m mpi_sgd.train --train data/train --checkpoint-dir ckpt \\
+      --checkpoint-every 500 --resume --watchdog 600"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -284,6 +310,55 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
     g.add_argument(
         "--debug", action="store_true", help="print Python tracebacks for user errors too"
     )
+    g = p.add_argument_group("checkpoints and failures")
+    g.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="write checkpoints there (rank 0): atomically, pickle-free, checksummed; "
+        "by default at every epoch end, at the end, and when stopped by a signal",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also checkpoint every N global steps (default: off)",
+    )
+    g.add_argument(
+        "--checkpoint-every-epochs",
+        type=int,
+        default=1,
+        metavar="E",
+        help="checkpoint every E epochs; 0 for none but the last (default: %(default)s)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=3,
+        metavar="K",
+        help="keep the newest K checkpoints (default: %(default)s)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest valid checkpoint in --checkpoint-dir, or start "
+        "fresh if there is none (so a requeued job needs no edits); the flags must "
+        "match the checkpoint's, except --epochs; the rank count may differ",
+    )
+    g.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly after this many seconds: checkpoint, then exit 75 (for "
+        "schedulers that send no signal before the time limit)",
+    )
+    g.add_argument(
+        "--watchdog",
+        type=float,
+        metavar="SECONDS",
+        help="if no training step completes for this long, print every rank's stack "
+        "and abort the job with exit code 6 (default: off)",
+    )
     g.add_argument(
         "--blas-threads",
         type=int,
@@ -343,7 +418,9 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     cfg = config_from_args(args)
     if args.blas_threads < 1:
         raise everywhere(ConfigError(f"--blas-threads must be >= 1, got {args.blas_threads}"))
+    _check_reliability_flags(args)
     limit_blas_threads(args.blas_threads)
+    stop_request = StopRequest(args.stop_after).install()
     digests = comm.allgather_str(cfg.digest() + (args.train or "") + (args.test or ""))
     if len(set(digests)) > 1:
         raise everywhere(ConfigError("ranks were started with different arguments"))
@@ -351,7 +428,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     console = Console(comm.is_root, progress=args.progress, quiet=args.quiet)
     _prepare_output(args, comm)
     with comm.collective_section():
-        metrics = MetricsWriter(args.metrics, enabled=comm.is_root)
+        metrics = MetricsWriter(args.metrics, enabled=comm.is_root, append=args.resume)
 
     train_path = args.train or DEFAULT_DATA[cfg.model]
     test_path = args.test
@@ -408,6 +485,21 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         beta2=cfg.beta2,
         eps=cfg.eps,
     )
+    info = {
+        "mpi_sgd_version": __version__,
+        "model": {
+            "kind": cfg.model,
+            "n_features": train.n_features,
+            "n_outputs": model.n_outputs,
+            "classes": [float(c) for c in classes],
+        },
+        "n_params": model.n_params,
+        "config": cfg.to_dict(),
+        "data": {"train": train_path, "test": test_path, "n_train": train.n_total},
+    }
+    position = TrainingPosition()
+    if args.resume:
+        position = _resume(args.checkpoint_dir, model, optimizer, info, comm, console)
     sizes = comm.allgather_int(train.n_local)
     console.log(
         f"mpi_sgd {__version__}: {comm.size} rank(s); train {train.source}: {train.n_total} rows x "
@@ -445,6 +537,20 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         metrics.write("epoch", **report.as_record())
         epoch_start[0] = time.perf_counter()
 
+    def checkpoint(trainer: Trainer) -> None:
+        with comm.collective_section():
+            if comm.is_root:
+                path = save_checkpoint(
+                    args.checkpoint_dir,
+                    trainer.model.params,
+                    trainer.optimizer.state_dict(),
+                    trainer.position,
+                    {**info, "n_ranks": comm.size},
+                    keep=args.keep_checkpoints,
+                )
+                metrics.write("checkpoint", path=path, **trainer.position.__dict__)
+
+    watchdog = Watchdog(args.watchdog, comm).start() if args.watchdog else None
     trainer = Trainer(
         model,
         optimizer,
@@ -456,15 +562,37 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         test=EvalData(test.X, y_test) if test is not None else None,
         eval_train=args.eval_train,
         on_step=on_step if console.show_progress else None,
+        position=position,
+        checkpoint=checkpoint if args.checkpoint_dir else None,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_every_epochs=args.checkpoint_every_epochs,
+        stop_request=stop_request,
+        watchdog=watchdog,
+        faults=FaultInjector(comm.rank),
     )
     t_train = time.perf_counter()
-    reports = trainer.fit(on_epoch)
+    try:
+        reports = trainer.fit(on_epoch)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
     wall = time.perf_counter() - t_train
+    if trainer.stop_reason is not None:
+        pos = trainer.position
+        where = f"epoch {pos.epochs_done + 1}, step {pos.step_in_epoch}/{S}"
+        saved = (
+            f"checkpoint written to {args.checkpoint_dir}; run again with --resume to continue"
+            if args.checkpoint_dir
+            else "no --checkpoint-dir was given, so this progress is lost"
+        )
+        metrics.write("stopped", reason=trainer.stop_reason, **pos.__dict__)
+        metrics.close()
+        raise everywhere(Preempted(f"stopped by {trainer.stop_reason} at {where}; {saved}"))
     check_identical_params(model.params, comm, "the end of training")
 
     with comm.collective_section():
         if comm.is_root and args.output:
-            last = reports[-1]
+            last = reports[-1] if reports else None
             save_model(
                 args.output,
                 model.coef,
@@ -479,7 +607,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
                     "n_ranks": comm.size,
                     "epochs": trainer.epochs_done,
                     "steps": trainer.global_step,
-                    "final": last.as_record(),
+                    "final": last.as_record() if last is not None else None,
                 },
             )
     metrics.write("end", epochs=trainer.epochs_done, steps=trainer.global_step, seconds=wall)
@@ -489,6 +617,62 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         + (f"; model saved to {args.output}" if args.output else "")
     )
     return 0
+
+
+def _check_reliability_flags(args: argparse.Namespace) -> None:
+    problems = []
+    if (args.resume or args.checkpoint_every) and not args.checkpoint_dir:
+        problems.append("--resume and --checkpoint-every need --checkpoint-dir")
+    if args.checkpoint_every < 0 or args.checkpoint_every_epochs < 0:
+        problems.append("--checkpoint-every and --checkpoint-every-epochs must be >= 0")
+    if args.keep_checkpoints < 1:
+        problems.append(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
+    for flag in ("watchdog", "stop_after"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            problems.append(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+    if problems:
+        raise everywhere(ConfigError("; ".join(problems)))
+
+
+def _resume(
+    directory: str,
+    model: LinearModel,
+    optimizer: Optimizer,
+    info: dict[str, Any],
+    comm: Communicator,
+    console: Console,
+) -> TrainingPosition:
+    """Load the newest valid checkpoint into ``model`` and ``optimizer``. Collective.
+
+    Rank 0 chooses the checkpoint; every rank reads it (a shared file system, as usual for
+    checkpoints on a cluster); the ranks then check they hold the same parameters.
+    """
+    chosen, skipped = "", []
+    with comm.collective_section():
+        if comm.is_root:
+            latest, skipped = find_latest(directory)
+            chosen = latest.path if latest is not None else ""
+    chosen = comm.allgather_str(chosen)[0]
+    for note in skipped:
+        console.warn(f"skipped checkpoint: {note}")
+    if not chosen:
+        console.log(f"no checkpoint in {directory}: starting from the beginning")
+        return TrainingPosition()
+    with comm.collective_section():
+        ckpt = load_checkpoint(chosen)
+        check_compatible(ckpt.manifest, info, model.n_params)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        model.params[:] = ckpt.params
+    check_identical_params(model.params, comm, "resumption")
+    pos = ckpt.position
+    before = ckpt.manifest.get("n_ranks")
+    console.log(
+        f"resumed from {chosen}: epoch {pos.epochs_done + 1}, step {pos.step_in_epoch} of the "
+        f"epoch, global step {pos.global_step}"
+        + (f" (written by {before} ranks, now {comm.size})" if before != comm.size else "")
+    )
+    return pos
 
 
 def _epoch_line(r: EpochReport, epochs: int, classifier: bool) -> str:
@@ -527,12 +711,16 @@ def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int
             return exc.exit_code
         return _abort(comm, exc, exc.exit_code, args.debug)
     except KeyboardInterrupt as exc:
-        return _abort(comm, exc, 130, args.debug)
+        return _abort(comm, exc, EXIT_INTERRUPTED, args.debug)
     except Exception as exc:
         return _abort(comm, exc, EXIT_INTERNAL, True)
 
 
 def _report(exc: BaseException, with_traceback: bool, rank: int | None) -> None:
+    if isinstance(exc, Preempted):
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        sys.stderr.flush()
+        return
     where = f" on rank {rank}" if rank is not None else ""
     if with_traceback:
         text = getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
@@ -553,8 +741,21 @@ def _abort(comm: Communicator, exc: BaseException, code: int, with_traceback: bo
     return code
 
 
+def _abort_on_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    """Last resort: an exception escaping ``main`` (or a thread) still ends every rank."""
+    sys.__excepthook__(exc_type, exc, tb)
+    from mpi4py import MPI
+
+    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(EXIT_INTERNAL)
+
+
 def console_main() -> None:
-    """Entry point of the ``mpi-sgd-train`` script."""
+    """Entry point of ``python -m mpi_sgd.train`` and the ``mpi-sgd-train`` script."""
+    sys.excepthook = _abort_on_uncaught
+    threading.excepthook = lambda args: _abort_on_uncaught(
+        args.exc_type, args.exc_value or Exception(), args.exc_traceback
+    )
     sys.exit(main())
 
 

@@ -5,6 +5,7 @@ Every step, on every rank::
     buf[:P]   = sum over my batch rows of d loss / d params      (P = number of parameters)
     buf[P]    = sum over my batch rows of the loss
     buf[P+1]  = number of my batch rows
+    buf[P+2]  = 1 if this rank was asked to stop (signal, time limit), else 0
     Allreduce(IN_PLACE, buf, SUM)                                  (one call, one buffer)
     grad      = buf[:P] / buf[P+1] + l2 * [coef, 0]               (exact global mean)
     params    = prox_l1(optimizer.step(params, grad, lr(t)))
@@ -24,14 +25,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from mpi_sgd.checkpoint import TrainingPosition
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.errors import DivergenceError, everywhere
 from mpi_sgd.evaluate import evaluate
+from mpi_sgd.faults import FaultInjector
 from mpi_sgd.metrics import peak_rss_mb
 from mpi_sgd.model import LinearModel
 from mpi_sgd.optim import Optimizer, Schedule, soft_threshold_
+from mpi_sgd.preemption import StopRequest, describe_votes
+from mpi_sgd.watchdog import Watchdog
 
 
 @dataclass
@@ -105,6 +110,19 @@ class Trainer:
         Also evaluate the full training objective at each epoch end (one more pass).
     on_step : callable, optional
         ``on_step(epoch, step_in_epoch, steps, running_loss)`` after every step (progress display).
+    position : TrainingPosition, optional
+        Where to start (from a checkpoint); the beginning by default.
+    checkpoint : callable, optional
+        ``checkpoint(trainer)`` writes a checkpoint (collective); called every
+        ``checkpoint_every`` steps, at epoch ends when ``checkpoint_every_epochs``, and on a stop.
+    checkpoint_every, checkpoint_every_epochs : int
+        0 disables that trigger.
+    stop_request : StopRequest, optional
+        Checked at every step; any rank's request stops all ranks after the same step.
+    watchdog : Watchdog, optional
+        Told of every step.
+    faults : FaultInjector, optional
+        Test-only fault injection.
     """
 
     def __init__(
@@ -119,6 +137,13 @@ class Trainer:
         test: EvalData | None = None,
         eval_train: bool = False,
         on_step: Callable[[int, int, int, float], None] | None = None,
+        position: TrainingPosition | None = None,
+        checkpoint: Callable[[Trainer], None] | None = None,
+        checkpoint_every: int = 0,
+        checkpoint_every_epochs: int = 0,
+        stop_request: StopRequest | None = None,
+        watchdog: Watchdog | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -130,31 +155,54 @@ class Trainer:
         self.test = test
         self.eval_train = eval_train
         self.on_step = on_step
-        self.global_step = 0
-        self.epochs_done = 0
+        self.position = position or TrainingPosition()
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every_epochs = checkpoint_every_epochs
+        self.stop_request = stop_request
+        self.stop_reason: str | None = None
+        self.watchdog = watchdog
+        self.faults = faults if faults else None
         P = model.n_params
-        self._buf = np.zeros(P + 2)  # [gradient sums..., loss sum, row count]
+        self._buf = np.zeros(P + 3)  # [gradient sums..., loss sum, row count, stop votes]
         self._grad = self._buf[:P]
         self._prox_scratch = np.zeros(model.n_penalised)
         self._allreduce_seconds = 0.0
+
+    @property
+    def global_step(self) -> int:
+        """Steps taken since the start of training (over all resumptions)."""
+        return self.position.global_step
+
+    @property
+    def epochs_done(self) -> int:
+        """Completed epochs."""
+        return self.position.epochs_done
 
     # --------------------------------------------------------------------------------- step
     def step(self, rows: slice | np.ndarray) -> tuple[float, float]:
         """One synchronous step on the local ``rows``; returns (global loss sum, global count).
 
-        Collective: every rank calls it once per step, with possibly empty ``rows``.
+        Collective: every rank calls it once per step, with possibly empty ``rows``. Sets
+        ``stop_reason`` when any rank asked to stop (the step's update is still applied).
         """
         model, buf, grad = self.model, self._buf, self._grad
         P = model.n_params
+        t = self.position.global_step
+        if self.faults is not None:
+            self.faults.before_step(t, model.params)
         X, y = self.train.X[rows], self.train.y[rows]
         buf[P] = model.loss_grad_sum(X, y, grad)
         buf[P + 1] = X.shape[0]
+        buf[P + 2] = self.stop_request.vote() if self.stop_request is not None else 0.0
         t0 = time.perf_counter()
         self.comm.allreduce_sum_(buf)
         self._allreduce_seconds += time.perf_counter() - t0
         loss_sum, count = float(buf[P]), float(buf[P + 1])
-        lr = self.schedule(self.global_step)
-        self.global_step += 1
+        if buf[P + 2] > 0:
+            self.stop_reason = describe_votes(buf[P + 2])
+        lr = self.schedule(t)
+        self.position.global_step += 1
         if count == 0:  # no rank had rows for this step (batch smaller than the rank count)
             return 0.0, 0.0
         grad /= count
@@ -162,7 +210,7 @@ class Trainer:
             raise everywhere(
                 DivergenceError(
                     f"training diverged at epoch {self.epochs_done + 1}, global step "
-                    f"{self.global_step}: the loss or gradient is not finite (lr {lr:g}); "
+                    f"{t + 1}: the loss or gradient is not finite (lr {lr:g}); "
                     "try a smaller --lr, a warm-up, or standardised features"
                 )
             )
@@ -179,31 +227,50 @@ class Trainer:
         return loss_sum, count
 
     # -------------------------------------------------------------------------------- epoch
-    def run_epoch(self) -> EpochReport:
-        """Train one epoch, check the ranks agree, evaluate. Collective."""
-        epoch = self.epochs_done
+    def run_epoch(self) -> EpochReport | None:
+        """Train the rest of the current epoch, check the ranks agree, evaluate. Collective.
+
+        Returns None when training stopped on request before the epoch ended (a checkpoint has
+        then been written, if a checkpoint callback is set).
+        """
+        pos = self.position
+        epoch = pos.epochs_done
         steps = self.plan.steps_per_epoch
         self._allreduce_seconds = 0.0
-        loss_total = count_total = 0.0
         t0 = time.perf_counter()
-        for s, rows in enumerate(self.plan.batches(epoch)):
+        for s, rows in enumerate(self.plan.batches(epoch, pos.step_in_epoch), pos.step_in_epoch):
             loss_sum, count = self.step(rows)
-            loss_total += loss_sum
-            count_total += count
+            pos.epoch_loss_sum += loss_sum
+            pos.epoch_count += count
+            pos.step_in_epoch = s + 1
+            if self.watchdog is not None:
+                self.watchdog.beat()
             if self.on_step is not None:
-                self.on_step(epoch + 1, s + 1, steps, loss_total / max(count_total, 1.0))
+                self.on_step(
+                    epoch + 1, s + 1, steps, pos.epoch_loss_sum / max(pos.epoch_count, 1.0)
+                )
+            if self.stop_reason is not None:
+                if self.checkpoint is not None:
+                    self.checkpoint(self)
+                return None
+            every = self.checkpoint_every
+            # (at the epoch's last step the epoch end writes the checkpoint, after evaluation)
+            if every and pos.global_step % every == 0 and pos.step_in_epoch < steps:
+                self._checkpoint()
         train_seconds = time.perf_counter() - t0
-        self.epochs_done += 1
         check_identical_params(self.model.params, self.comm, f"the end of epoch {epoch + 1}")
         report = EpochReport(
             epoch=epoch + 1,
-            step=self.global_step,
-            lr=self.schedule(max(self.global_step - 1, 0)),
-            train_loss=loss_total / count_total if count_total else float("nan"),
+            step=pos.global_step,
+            lr=self.schedule(max(pos.global_step - 1, 0)),
+            train_loss=pos.epoch_loss_sum / pos.epoch_count if pos.epoch_count else float("nan"),
             train_seconds=train_seconds,
             allreduce_seconds=self._allreduce_seconds,
-            samples=int(count_total),
+            samples=int(pos.epoch_count),
         )
+        pos.epochs_done += 1
+        pos.step_in_epoch = 0
+        pos.epoch_loss_sum = pos.epoch_count = 0.0
         t1 = time.perf_counter()
         c = self.config
         if self.test is not None:
@@ -215,13 +282,31 @@ class Trainer:
         report.eval_seconds = time.perf_counter() - t1
         rss = self.comm.allgather_floats(np.array([peak_rss_mb()]))
         report.peak_rss_mb = [round(float(r[0]), 1) for r in rss]
+        if self.watchdog is not None:
+            self.watchdog.beat()
+        every_epochs = self.checkpoint_every_epochs
+        at_epoch = every_epochs and pos.epochs_done % every_epochs == 0
+        at_steps = self.checkpoint_every and pos.global_step % self.checkpoint_every == 0
+        if at_epoch or at_steps or pos.epochs_done == self.config.epochs:
+            self._checkpoint()
         return report
 
+    def _checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(self)
+            if self.watchdog is not None:
+                self.watchdog.beat()
+
     def fit(self, on_epoch: Callable[[EpochReport], None] | None = None) -> list[EpochReport]:
-        """Train the remaining epochs of ``config.epochs``. Collective."""
+        """Train the remaining epochs of ``config.epochs``. Collective.
+
+        Stops early, with ``stop_reason`` set, when a stop was requested.
+        """
         reports = []
         while self.epochs_done < self.config.epochs:
             report = self.run_epoch()
+            if report is None:
+                break
             reports.append(report)
             if on_epoch is not None:
                 on_epoch(report)

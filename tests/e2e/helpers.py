@@ -31,23 +31,35 @@ def env() -> dict[str, str]:
     out = dict(os.environ)
     out.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     out["PYTHONPATH"] = ROOT + os.pathsep + out.get("PYTHONPATH", "")
+    out.pop("MPI_SGD_FAULTS", None)
     return out
 
 
-def mpirun(n: int, args: list[str], timeout: float = 120, module: str = "mpi_sgd.train") -> Result:
+def mpi_command(n: int, args: list[str], module: str = "mpi_sgd.train") -> list[str]:
+    """``mpiexec -n n python -m module args``."""
+    return [MPIEXEC, *MPIEXEC_ARGS, "-n", str(n), sys.executable, "-m", module, *args]
+
+
+def mpirun(
+    n: int,
+    args: list[str],
+    timeout: float = 120,
+    module: str = "mpi_sgd.train",
+    extra_env: dict[str, str] | None = None,
+) -> Result:
     """Run ``mpiexec -n n python -m module args`` and return its result.
 
     A launch still running after ``timeout`` seconds is killed and the test fails: a hang is a
     failure, never a stuck CI.
     """
-    cmd = [MPIEXEC, *MPIEXEC_ARGS, "-n", str(n), sys.executable, "-m", module, *args]
+    cmd = mpi_command(n, args, module)
     try:
         proc = subprocess.run(
             cmd,
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=env(),
+            env={**env(), **(extra_env or {})},
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
         )

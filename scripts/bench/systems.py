@@ -1,0 +1,211 @@
+"""The systems compared, how each is launched, and what one launch measured.
+
+Every system trains the same objective (log-loss + ``l2/2 ||coef||^2``, ``l2 = 1/n_train``)
+with the same per-rank batch, sampling (local permutation per epoch), learning rate and
+schedule, and reports per-epoch training seconds and test log-loss in :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from launch import Launch, mpi_cmd, py_cmd, read_json_lines, run, script
+from workloads import WorkloadData
+
+MPI_SGD = "mpi_sgd"
+MPI_SGD_2T = "mpi_sgd --blas-threads 2"
+BARE = "bare loop"
+BARE_INDEX = "bare loop, X[idx] gather"
+DDP = "torch DDP (gloo)"
+SK_SGD = "sklearn SGDClassifier"
+SK_LBFGS = "sklearn LogisticRegression(lbfgs)"
+
+
+@dataclass
+class Settings:
+    """What every system of one table cell is given.
+
+    Attributes
+    ----------
+    batch : int
+        Rows per rank per step (mpi_sgd gets ``--batch-size ranks * batch``).
+    epochs : int
+    lr : float
+    schedule : str
+        ``constant`` or ``invscaling`` (``lr / sqrt(1 + epochs done)``, per step).
+    ranks : int
+    timeout : float
+        Seconds before a launch is killed.
+    """
+
+    batch: int
+    epochs: int
+    lr: float
+    schedule: str
+    ranks: int
+    timeout: float
+
+
+@dataclass
+class RunResult:
+    """What one launch of one system measured.
+
+    Attributes
+    ----------
+    system, workload : str
+    batch, rep : int
+    epochs : list of dict
+        Per epoch: ``train_seconds``, ``test_loss``, ``samples`` and, where measured,
+        ``allreduce_seconds``.
+    peak_rss_mb : list of float
+        Peak resident memory of each rank (process) in MiB, at the end.
+    extra : dict
+        System-specific figures (e.g. the gloo all-reduce latency, a fit time).
+    error : str or None
+        Why the launch failed, if it did.
+    wall_seconds : float
+        The whole launch, start-up and data loading included.
+    """
+
+    system: str
+    workload: str
+    batch: int
+    rep: int
+    epochs: list[dict] = field(default_factory=list)
+    peak_rss_mb: list[float] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    error: str | None = None
+    wall_seconds: float = 0.0
+
+
+def _common(w: WorkloadData, s: Settings) -> list[str]:
+    return [
+        "--train",
+        w.train,
+        "--test",
+        w.test,
+        "--model",
+        w.model,
+        "--epochs",
+        str(s.epochs),
+        "--lr",
+        repr(s.lr),
+        "--schedule",
+        s.schedule,
+        "--l2",
+        repr(w.l2),
+    ]
+
+
+def _result(name: str, w: WorkloadData, s: Settings, rep: int, res: Launch) -> RunResult:
+    out = RunResult(name, w.name, s.batch, rep, wall_seconds=res.seconds)
+    if not res.ok:
+        out.error = res.error()
+    return out
+
+
+def _epochs_from(records: list[dict], out: RunResult) -> RunResult:
+    for r in records:
+        if "epoch" in r and "train_seconds" in r:
+            out.epochs.append(
+                {
+                    "train_seconds": r["train_seconds"],
+                    "allreduce_seconds": r.get("allreduce_seconds"),
+                    "test_loss": r.get("test_loss"),
+                    "samples": r.get("samples"),
+                }
+            )
+            out.peak_rss_mb = [float(v) for v in r.get("peak_rss_mb") or []]
+        else:
+            out.extra.update(r)
+    if not out.epochs and out.error is None:
+        out.error = "no epoch reported"
+    return out
+
+
+def run_mpi_sgd(
+    w: WorkloadData, s: Settings, rep: int, blas_threads: int = 1, name: str = MPI_SGD
+) -> RunResult:
+    """``mpiexec -n R python -m mpi_sgd.train ... --metrics FILE --quiet``."""
+    with tempfile.TemporaryDirectory(prefix="mpi_sgd_bench_") as tmp:
+        metrics = os.path.join(tmp, "metrics.jsonl")
+        args = _common(w, s) + [
+            "--optimizer",
+            "sgd",
+            "--shuffle",
+            "local",
+            "--batch-size",
+            str(s.ranks * s.batch),
+            "--metrics",
+            metrics,
+            "--quiet",
+            "--progress",
+            "none",
+            "--blas-threads",
+            str(blas_threads),
+        ]
+        res = run(mpi_cmd(s.ranks, ["-m", "mpi_sgd.train", *args]), s.timeout, blas_threads)
+        records = [r for r in read_json_lines(metrics) if r.get("event") == "epoch"]
+    return _epochs_from(records, _result(name, w, s, rep, res))
+
+
+def run_mpi_sgd_2t(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """mpi_sgd with two BLAS threads per rank (R ranks x 2 threads on the cores)."""
+    return run_mpi_sgd(w, s, rep, blas_threads=2, name=MPI_SGD_2T)
+
+
+def run_bare(w: WorkloadData, s: Settings, rep: int, gather: str = "take") -> RunResult:
+    """``mpiexec -n R python scripts/bench/bare_loop.py ...``."""
+    args = [script("bare_loop.py"), *_common(w, s), "--batch-size", str(s.batch)]
+    args += ["--classes", str(w.n_classes), "--gather", gather]
+    res = run(mpi_cmd(s.ranks, args), s.timeout)
+    name = BARE if gather == "take" else BARE_INDEX
+    return _epochs_from(res.records, _result(name, w, s, rep, res))
+
+
+def run_bare_index(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """The bare loop gathering rows with ``X[idx]`` instead of ``X.take(idx, axis=0)``."""
+    return run_bare(w, s, rep, gather="index")
+
+
+def run_ddp(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """``python scripts/bench/ddp_torch.py --ranks R ...`` (torch starts the ranks)."""
+    args = [script("ddp_torch.py"), *_common(w, s), "--batch-size", str(s.batch)]
+    args += ["--classes", str(w.n_classes), "--ranks", str(s.ranks)]
+    res = run(py_cmd(args), s.timeout)
+    return _epochs_from(res.records, _result(DDP, w, s, rep, res))
+
+
+def _run_sklearn(solver: str, name: str, w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    args = [script("sklearn_fit.py"), solver, "--train", w.train, "--test", w.test]
+    res = run(py_cmd([*args, "--l2", repr(w.l2)]), s.timeout)
+    out = _result(name, w, s, rep, res)
+    for r in res.records:
+        out.extra.update(r)
+    if "fit_seconds" not in out.extra and out.error is None:
+        out.error = "no fit time reported"
+    return out
+
+
+def run_sk_sgd(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """scikit-learn ``SGDClassifier``, one epoch, one process."""
+    return _run_sklearn("sgd", SK_SGD, w, s, rep)
+
+
+def run_sk_lbfgs(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """scikit-learn ``LogisticRegression(solver='lbfgs')``, one process."""
+    return _run_sklearn("lbfgs", SK_LBFGS, w, s, rep)
+
+
+RUNNERS: dict[str, Callable[[WorkloadData, Settings, int], RunResult]] = {
+    MPI_SGD: run_mpi_sgd,
+    MPI_SGD_2T: run_mpi_sgd_2t,
+    BARE: run_bare,
+    BARE_INDEX: run_bare_index,
+    DDP: run_ddp,
+    SK_SGD: run_sk_sgd,
+    SK_LBFGS: run_sk_lbfgs,
+}

@@ -1,0 +1,455 @@
+"""Never hang, never lose work: every scenario under a real mpiexec, each with a hard timeout.
+
+Faults are injected with ``MPI_SGD_FAULTS`` (see ``mpi_sgd/faults.py``) where they must happen
+at a reproducible step, and with real signals and ``kill -9`` where timing does not matter.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import mpi_sgd
+from mpi_sgd.checkpoint import find_latest, load_checkpoint
+from tests.e2e.helpers import ROOT, env, error_lines, mpi_command, mpirun
+
+
+def write_npy(path, X, y) -> str:
+    os.makedirs(path, exist_ok=True)
+    np.save(os.path.join(path, "X.npy"), X)
+    np.save(os.path.join(path, "y.npy"), y)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((600, 5))
+    y = (X @ rng.standard_normal(5) + 0.5 * rng.standard_normal(600) > 0).astype(float)
+    return write_npy(tmp_path_factory.mktemp("rel") / "data", X, y)
+
+
+def params_of(directory) -> np.ndarray:
+    model = mpi_sgd.load_model(str(directory))
+    return np.concatenate([model.coef_.ravel(), model.intercept_])
+
+
+TRAIN = [
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.02",
+    "--l2",
+    "0.001",
+    "--quiet",
+]
+
+
+# ---------------------------------------------------------------------- failure on one rank
+def test_exception_on_one_rank_ends_every_rank_fast_with_one_message(data):
+    t0 = time.monotonic()
+    res = mpirun(
+        2, ["--train", data, *TRAIN], timeout=60, extra_env={"MPI_SGD_FAULTS": "raise@1:5"}
+    )
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 1, res
+    assert elapsed < 30, f"took {elapsed:.1f}s"
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1, res
+    assert "rank 1" in errors[0] and "RuntimeError: injected failure at step 5" in errors[0]
+
+
+def test_nan_gradient_on_one_rank_stops_all_with_advice_and_keeps_the_checkpoint(data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    res = mpirun(
+        2,
+        ["--train", data, *TRAIN, "--checkpoint-dir", str(ckpt)],
+        timeout=60,
+        extra_env={"MPI_SGD_FAULTS": "nan@1:30"},
+    )  # epoch 2 (19 steps per epoch)
+    assert res.returncode == 4, res
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "global step 31" in errors[0] and "smaller --lr" in errors[0]
+    latest, skipped = find_latest(str(ckpt))
+    assert latest is not None and not skipped
+    assert latest.position.epochs_done == 1 and np.all(np.isfinite(latest.params))
+
+
+def test_corrupted_parameters_on_one_rank_are_detected_at_the_epoch_end(data):
+    res = mpirun(
+        3, ["--train", data, *TRAIN], timeout=90, extra_env={"MPI_SGD_FAULTS": "corrupt@2:3"}
+    )
+    assert res.returncode == 4, res
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "rank(s) [2] differ" in errors[0] and "epoch 1" in errors[0]
+
+
+# ------------------------------------------------------------------------------ bad input
+def _bad_inputs(root) -> dict[str, tuple[list[str], int, str]]:
+    """name -> (extra args, exit code, text the single error line must contain)."""
+    os.makedirs(root, exist_ok=True)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 3))
+    cases: dict[str, tuple[list[str], int, str]] = {}
+
+    trunc = write_npy(os.path.join(root, "trunc"), X, (X[:, 0] > 0).astype(float))
+    with open(os.path.join(trunc, "X.npy"), "r+b") as fh:
+        fh.truncate(500)
+    cases["truncated npy"] = (["--train", trunc], 3, "not a readable .npy file")
+
+    fake = os.path.join(root, "fake")
+    os.makedirs(fake)
+    with open(os.path.join(fake, "X.npy"), "w") as fh:
+        fh.write("1,2,3\n")
+    np.save(os.path.join(fake, "y.npy"), np.zeros(1))
+    cases["npy that is text"] = (["--train", fake], 3, "X.npy' is not a readable .npy file")
+
+    binary = os.path.join(root, "binary.svm")
+    with open(binary, "wb") as fh:
+        fh.write(bytes(range(256)) * 40)
+    cases["svm that is binary"] = (["--train", binary], 3, "not a text file")
+
+    svm = os.path.join(root, "bad.svm")
+    lines = [f"{i % 2} 1:{i}.5 3:2" for i in range(300)]
+    lines[250] = "1 1:0.5 oops 3:1"
+    with open(svm, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    cases["svm bad line"] = (["--train", svm], 3, "bad.svm line 251")
+
+    csv = os.path.join(root, "bad.csv")
+    rows = ["label,a,b"] + [f"{i % 2},{i},1.5" for i in range(200)]
+    rows[120] = "1,2,x"
+    with open(csv, "w") as fh:
+        fh.write("\n".join(rows) + "\n")
+    cases["csv bad line"] = (["--train", csv], 3, "bad.csv line 121")
+
+    y3 = np.arange(40) % 3
+    cases["three classes for logistic"] = (
+        ["--train", write_npy(os.path.join(root, "y3"), X, y3.astype(float))],
+        3,
+        "use --model softmax",
+    )
+    cases["non-integer classes"] = (
+        ["--train", write_npy(os.path.join(root, "yf"), X, np.linspace(0, 1, 40))],
+        3,
+        "needs integer class labels",
+    )
+    cases["class missing entirely"] = (
+        ["--train", write_npy(os.path.join(root, "y1"), X, np.ones(40))],
+        3,
+        "missing entirely",
+    )
+    cases["test class unseen in training"] = (
+        [
+            "--train",
+            write_npy(os.path.join(root, "tr"), X, (X[:, 0] > 0).astype(float)),
+            "--test",
+            write_npy(os.path.join(root, "te"), X, np.where(X[:, 0] > 0, 2.0, 0.0)),
+        ],
+        3,
+        "label 2 is not one of the training classes",
+    )
+
+    shards = os.path.join(root, "shards")
+    os.makedirs(shards)
+    for i, cols in enumerate((3, 4)):
+        with open(os.path.join(shards, f"part-{i}.csv"), "w") as fh:
+            fh.write("\n".join(",".join(["1"] * (cols + 1)) for _ in range(10)) + "\n")
+    cases["feature counts differ"] = (["--train", shards], 3, "different feature counts")
+
+    empty = os.path.join(root, "empty.csv")
+    with open(empty, "w") as fh:
+        fh.write("label,a,b\n")
+    cases["zero rows"] = (["--train", empty], 3, "has no rows")
+    cases["lr <= 0"] = (["--train", trunc, "--lr", "0"], 2, "--lr must be")
+    cases["checkpoint-every without dir"] = (
+        ["--checkpoint-every", "5"],
+        2,
+        "need --checkpoint-dir",
+    )
+    cases["watchdog <= 0"] = (["--watchdog", "0", "--checkpoint-dir", root], 2, "--watchdog must")
+    return cases
+
+
+CASE_NAMES = [
+    "truncated npy",
+    "npy that is text",
+    "svm that is binary",
+    "svm bad line",
+    "csv bad line",
+    "three classes for logistic",
+    "non-integer classes",
+    "class missing entirely",
+    "test class unseen in training",
+    "feature counts differ",
+    "zero rows",
+    "lr <= 0",
+    "checkpoint-every without dir",
+    "watchdog <= 0",
+]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    return _bad_inputs(str(tmp_path_factory.mktemp("bad")))
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_bad_input_gives_one_clear_error_and_no_hang(bad_inputs, name, n_ranks):
+    args, code, needle = bad_inputs[name]
+    t0 = time.monotonic()
+    res = mpirun(n_ranks, [*args, "--epochs", "1"], timeout=60)
+    assert res.returncode == code, res
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1, res
+    assert needle in errors[0], res
+    assert "Traceback" not in res.stderr, res
+    assert time.monotonic() - t0 < 45
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_resume_after_a_stop_is_bitwise_identical_to_an_uninterrupted_run(data, tmp_path):
+    full = mpirun(2, ["--train", data, *TRAIN, "--output", str(tmp_path / "full")])
+    assert full.returncode == 0, full
+    ckpt = str(tmp_path / "ckpt")
+    args = [
+        "--train",
+        data,
+        *TRAIN,
+        "--checkpoint-dir",
+        ckpt,
+        "--checkpoint-every",
+        "7",
+        "--output",
+        str(tmp_path / "resumed"),
+        "--metrics",
+        str(tmp_path / "m.jsonl"),
+    ]
+    stopped = mpirun(2, args, extra_env={"MPI_SGD_FAULTS": "signal@0:24"})
+    assert stopped.returncode == 75, stopped
+    assert "stopped by SIGTERM (on 1 rank) at epoch 2, step 6/19" in stopped.stderr, stopped
+    assert not os.path.exists(tmp_path / "resumed" / "model.npz")
+    resumed = mpirun(2, [*args, "--resume"])
+    assert resumed.returncode == 0, resumed
+    assert np.array_equal(params_of(tmp_path / "resumed"), params_of(tmp_path / "full"))
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    events = [json.loads(line)["event"] for line in lines]
+    assert events.count("stopped") == 1 and events.count("epoch") == 3, events
+    kept = glob.glob(os.path.join(ckpt, "ckpt-*.json"))
+    assert len(kept) == 3  # --keep-checkpoints default
+
+
+def test_resume_on_more_ranks_under_global_shuffle_matches_the_uninterrupted_run(data, tmp_path):
+    base = ["--train", data, *TRAIN, "--shuffle", "global"]
+    full = mpirun(2, [*base, "--output", str(tmp_path / "full")])
+    assert full.returncode == 0, full
+    args = [*base, "--checkpoint-dir", str(tmp_path / "ckpt"), "--output", str(tmp_path / "r")]
+    stopped = mpirun(2, args, extra_env={"MPI_SGD_FAULTS": "signal@1:30"})
+    assert stopped.returncode == 75, stopped
+    resumed = mpirun(3, [*args, "--resume"], timeout=180)
+    assert resumed.returncode == 0, resumed
+    np.testing.assert_allclose(
+        params_of(tmp_path / "r"), params_of(tmp_path / "full"), rtol=0, atol=1e-10
+    )
+
+
+def test_resume_on_fewer_ranks_with_local_shuffle_works(data, tmp_path):
+    args = [
+        "--train",
+        data,
+        *TRAIN,
+        "--checkpoint-dir",
+        str(tmp_path / "c"),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    assert (
+        mpirun(3, args, timeout=180, extra_env={"MPI_SGD_FAULTS": "signal@2:20"}).returncode == 75
+    )
+    res = mpirun(2, [*args, "--resume"])
+    assert res.returncode == 0, res
+    assert np.all(np.isfinite(params_of(tmp_path / "o")))
+
+
+def test_resume_without_checkpoints_starts_fresh(data, tmp_path):
+    res = mpirun(
+        2, ["--train", data, "--epochs", "1", "--checkpoint-dir", str(tmp_path / "c"), "--resume"]
+    )
+    assert res.returncode == 0, res
+    assert "no checkpoint in" in res.stdout and "starting from the beginning" in res.stdout
+
+
+def test_resume_rejects_a_checkpoint_of_another_model_or_format(data, tmp_path):
+    ckpt = str(tmp_path / "c")
+    assert mpirun(2, ["--train", data, "--epochs", "1", "--checkpoint-dir", ckpt]).returncode == 0
+    other = ["--train", data, "--epochs", "1", "--checkpoint-dir", ckpt, "--resume"]
+    res = mpirun(2, [*other, "--model", "squared"])
+    assert res.returncode == 5, res
+    assert len(error_lines(res.stderr)) == 1 and "model kind is 'logistic' there" in res.stderr
+    res = mpirun(2, [*other, "--lr", "0.5"])
+    assert res.returncode == 5 and "--lr 0.1 -> 0.5" in res.stderr, res
+    manifest = sorted(glob.glob(os.path.join(ckpt, "ckpt-*.json")))[-1]
+    with open(manifest) as fh:
+        meta = json.load(fh)
+    meta["format_version"] = 99
+    with open(manifest, "w") as fh:
+        json.dump(meta, fh)
+    res = mpirun(2, other)
+    assert res.returncode == 5 and "version 99" in res.stderr, res
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(data, tmp_path):
+    ckpt = str(tmp_path / "c")
+    args = ["--train", data, *TRAIN, "--checkpoint-dir", ckpt, "--output", str(tmp_path / "o")]
+    assert mpirun(2, args).returncode == 0
+    newest = sorted(glob.glob(os.path.join(ckpt, "ckpt-*.npz")))[-1]
+    with open(newest, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"garbage")
+    res = mpirun(2, [*args, "--resume"])
+    assert res.returncode == 0, res
+    assert "warning: skipped checkpoint" in res.stderr and "SHA-256 does not match" in res.stderr
+
+
+# ---------------------------------------------------------------- signals, kill -9, watchdog
+def _start(n: int, args: list[str], tag: str, extra_env: dict[str, str] | None = None):
+    """Start a long run in the background; ``tag`` (in the metrics path) finds its ranks."""
+    return subprocess.Popen(
+        mpi_command(n, args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env(), **(extra_env or {})},
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _rank_pids(tag: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"mpi_sgd.train.*{tag}"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+LONG = [
+    "--train",
+    "synthetic:binary,rows=400000",
+    "--epochs",
+    "1000",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to one rank", "SIGUSR1 to mpiexec"])
+def test_a_signal_stops_every_rank_with_a_resumable_checkpoint(tmp_path, how):
+    ckpt = str(tmp_path / "c")
+    tag = f"sig{os.getpid()}{how[:4]}"
+    proc = _start(
+        2,
+        [
+            *LONG,
+            "--checkpoint-dir",
+            ckpt,
+            "--checkpoint-every",
+            "200",
+            "--metrics",
+            str(tmp_path / f"{tag}.jsonl"),
+        ],
+        tag,
+    )
+    try:
+        assert _wait_for(lambda: glob.glob(os.path.join(ckpt, "*.json")), 60), "no checkpoint"
+        if how.startswith("SIGTERM"):
+            os.kill(_rank_pids(tag)[-1], signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 75, err
+    name = "SIGTERM" if how.startswith("SIGTERM") else "SIGUSR1"
+    ranks = "1 rank" if name == "SIGTERM" else "2 ranks"  # mpiexec forwards SIGUSR1 to all
+    assert err.count(f"stopped by {name} (on {ranks})") == 1, err
+    latest, _ = find_latest(ckpt)
+    assert latest is not None and latest.position.global_step % 200 != 0  # the stop's own
+    assert latest.manifest["n_ranks"] == 2
+
+
+def test_kill_9_of_one_rank_ends_the_job_and_the_checkpoint_stays_valid(tmp_path):
+    ckpt = str(tmp_path / "c")
+    tag = f"kill{os.getpid()}"
+    args = [
+        *LONG,
+        "--checkpoint-dir",
+        ckpt,
+        "--checkpoint-every",
+        "100",
+        "--metrics",
+        str(tmp_path / f"{tag}.jsonl"),
+    ]
+    proc = _start(2, args, tag)
+    try:
+        assert _wait_for(lambda: len(glob.glob(os.path.join(ckpt, "*.json"))) >= 2, 60)
+        os.kill(_rank_pids(tag)[-1], signal.SIGKILL)
+        t0 = time.monotonic()
+        proc.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    latest, skipped = find_latest(ckpt)
+    assert latest is not None and not skipped
+    load_checkpoint(latest.path)  # verifies the checksum
+    res = mpirun(
+        2,
+        [*LONG[:2], "--epochs", "1", *LONG[4:], "--checkpoint-dir", ckpt, "--resume"],
+        timeout=120,
+    )
+    # Only --epochs differs (allowed): the checkpoint lies inside the long first epoch, and the
+    # resumed run finishes that epoch.
+    assert res.returncode == 0, res
+
+
+def test_watchdog_ends_a_stalled_job_with_stacks(tmp_path):
+    t0 = time.monotonic()
+    res = mpirun(
+        2,
+        ["--train", "synthetic:binary,rows=20000", "--epochs", "50", "--watchdog", "3", "--quiet"],
+        timeout=60,
+        extra_env={"MPI_SGD_FAULTS": "stall@1:40"},
+    )
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 6, res
+    assert elapsed < 30, elapsed
+    assert "watchdog: no training step completed" in res.stderr, res
+    assert "time.sleep" in res.stderr or "faults.py" in res.stderr, res  # rank 1's stack
+
+
+def test_stop_after_writes_a_checkpoint_and_exits_75(tmp_path):
+    ckpt = str(tmp_path / "c")
+    res = mpirun(2, [*LONG, "--checkpoint-dir", ckpt, "--stop-after", "3"], timeout=60)
+    assert res.returncode == 75, res
+    assert "stopped by --stop-after (on " in res.stderr, res
+    assert find_latest(ckpt)[0] is not None
