@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 from mpi_sgd.errors import ConfigError
 
@@ -58,16 +58,40 @@ class Loss(ABC):
 
 
 class LogisticLoss(Loss):
-    """Binary logistic (cross-entropy) loss with labels in {0, 1}."""
+    """Binary logistic (cross-entropy) loss with labels in {0, 1}.
+
+    One ``u = exp(-|z|)`` serves both the loss, ``log1p(u) + max(z, 0) - y z``, and the
+    sigmoid, ``1 / (1 + u)`` for ``z >= 0`` and ``u / (1 + u)`` otherwise: two transcendental
+    calls per row instead of three, with no overflow for any ``z``.
+    """
 
     name = "logistic"
+
+    def __init__(self) -> None:
+        self._u = np.empty(0)
+        self._t = np.empty(0)
 
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.float64)
 
     def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
-        total = float(np.logaddexp(0.0, scores).sum() - y @ scores)
-        expit(scores, out=dscores)
+        m = scores.shape[0]
+        if self._u.shape[0] < m:
+            self._u = np.empty(m)
+            self._t = np.empty(m)
+        u, t = self._u[:m], self._t[:m]
+        np.abs(scores, out=u)
+        np.negative(u, out=u)
+        np.exp(u, out=u)  # u = exp(-|z|)
+        np.log1p(u, out=t)
+        total = float(t.sum()) + float(np.maximum(scores, 0.0, out=t).sum()) - float(y @ scores)
+        positive = scores >= 0
+        u += 1.0  # 1 + u
+        np.divide(1.0, u, out=t)  # 1 / (1 + u)
+        u -= 1.0
+        u *= t  # u / (1 + u)
+        np.copyto(dscores, u)
+        np.copyto(dscores, t, where=positive)
         dscores -= y
         return total
 

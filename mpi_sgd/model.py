@@ -32,6 +32,7 @@ class LinearModel:
         self.n_outputs = int(n_outputs)
         self.fit_intercept = fit_intercept
         self.params = np.zeros(self.n_params, dtype=np.float64)
+        self._scores_ws = np.empty((0,) if self.n_outputs == 1 else (0, self.n_outputs))
 
     @property
     def n_params(self) -> int:
@@ -53,11 +54,28 @@ class LinearModel:
         """View of shape (n_outputs,)."""
         return self.params[self.n_penalised :]
 
-    def scores(self, X: np.ndarray | sp.csr_matrix) -> np.ndarray:
-        """Decision values: shape (m,) for one output, (m, n_outputs) otherwise."""
+    def scores(self, X: np.ndarray | sp.csr_matrix, out: np.ndarray | None = None) -> np.ndarray:
+        """Decision values: shape (m,) for one output, (m, n_outputs) otherwise.
+
+        ``out``, when given, is a buffer of that shape to write into (dense ``X`` only).
+        """
         if self.n_outputs == 1:
+            if out is not None and not sp.issparse(X):
+                np.matmul(X, self.coef[0], out=out)
+                out += self.intercept[0]
+                return out
             return np.asarray(X @ self.coef[0]).reshape(-1) + self.intercept[0]
+        if out is not None and not sp.issparse(X):
+            np.matmul(X, self.coef.T, out=out)
+            out += self.intercept
+            return out
         return np.asarray(X @ self.coef.T) + self.intercept
+
+    def _scores_buffer(self, m: int) -> np.ndarray:
+        if self._scores_ws.shape[0] < m:
+            shape = (m,) if self.n_outputs == 1 else (m, self.n_outputs)
+            self._scores_ws = np.empty(shape)
+        return self._scores_ws[:m]
 
     def loss_grad_sum(
         self, X: np.ndarray | sp.csr_matrix, y: np.ndarray, grad_out: np.ndarray
@@ -77,20 +95,33 @@ class LinearModel:
         -------
         float
             The loss sum (no penalty terms).
+
+        Notes
+        -----
+        Dense batches reuse one scores buffer and write the gradient in place (no allocation per
+        step once the largest batch has been seen).
         """
         k, d = self.n_outputs, self.n_features
         gcoef = grad_out[: k * d].reshape(k, d)
         gint = grad_out[k * d :]
-        if X.shape[0] == 0:
+        m = X.shape[0]
+        if m == 0:
             grad_out[:] = 0.0
             return 0.0
-        s = self.scores(X)
+        sparse = sp.issparse(X)
+        s = self.scores(X, out=None if sparse else self._scores_buffer(m))
         total = self.loss.loss_dscores(s, y, s)  # s now holds dL/dscores
         if k == 1:
-            gcoef[0] = X.T @ s if sp.issparse(X) else s @ X
+            if sparse:
+                gcoef[0] = X.T @ s
+            else:
+                np.matmul(s, X, out=gcoef[0])
             gint[0] = s.sum() if self.fit_intercept else 0.0
         else:
-            gcoef[:] = (X.T @ s).T if sp.issparse(X) else s.T @ X
+            if sparse:
+                gcoef[:] = (X.T @ s).T
+            else:
+                np.matmul(s.T, X, out=gcoef)
             if self.fit_intercept:
                 s.sum(axis=0, out=gint)
             else:

@@ -6,6 +6,7 @@ crash or a hang of one system costs one row of the table, never the whole run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(BENCH_DIR))
 MPIEXEC = os.environ.get("MPI_SGD_BENCH_MPIEXEC") or shutil.which("mpiexec") or "mpiexec"
 MPIEXEC_ARGS = os.environ.get("MPI_SGD_BENCH_MPIEXEC_ARGS", "").split()
+PROJECT_VAR = "MPI_SGD_BENCH_PROJECT"  # where `import mpi_sgd` comes from (default: ROOT)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
@@ -58,7 +60,10 @@ class Launch:
 
 
 def bench_env(threads: int | None = 1) -> dict[str, str]:
-    """The environment of a launch: the project importable, BLAS threads set or left unset.
+    """The environment of a launch: mpi_sgd importable, BLAS threads set or left unset.
+
+    ``mpi_sgd`` is imported from ``$MPI_SGD_BENCH_PROJECT`` when set (a checkout or a snapshot
+    of another version), else from this repository.
 
     Parameters
     ----------
@@ -71,7 +76,8 @@ def bench_env(threads: int | None = 1) -> dict[str, str]:
         env.pop(name, None)
         if threads is not None:
             env[name] = str(threads)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    project = os.environ.get(PROJECT_VAR, ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([project, BENCH_DIR, env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -119,10 +125,8 @@ def run(cmd: list[str], timeout: float, threads: int | None = 1) -> Launch:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(proc.pid, 9)
-    except ProcessLookupError:  # pragma: no cover - already gone
-        pass
 
 
 def parse_json_lines(text: str) -> list[dict]:

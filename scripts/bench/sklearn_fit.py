@@ -4,8 +4,9 @@ Run as ``python scripts/bench/sklearn_fit.py {sgd,lbfgs} --train DIR --test DIR 
 training set is read into memory first (not timed); the fit is timed with BLAS limited to one
 thread. Prints one JSON line: ``fit_seconds``, ``test_loss`` (mean log-loss) and the row count.
 ``SGDClassifier`` updates per row (batch 1) with a constant step ``eta0 = 0.001`` (its
-default ``optimal`` schedule diverges for ``alpha = l2 = 1e-6``) and ``alpha = l2``; for several classes it fits one-vs-rest, so its ``test_loss`` is that of the
-normalised one-vs-rest probabilities. ``LogisticRegression`` uses ``C = 1 / (l2 n)``, which is
+default ``optimal`` schedule diverges for ``alpha = l2 = 1e-6``) and ``alpha = l2``; for several
+classes it fits one-vs-rest, so its ``test_loss`` is that of the normalised one-vs-rest
+probabilities. ``LogisticRegression`` uses ``C = 1 / (l2 n)``, which is
 the same objective as mpi_sgd's, with its default tolerance.
 """
 

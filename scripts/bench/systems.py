@@ -132,7 +132,8 @@ def run_mpi_sgd(
     """``mpiexec -n R python -m mpi_sgd.train ... --metrics FILE --quiet``."""
     with tempfile.TemporaryDirectory(prefix="mpi_sgd_bench_") as tmp:
         metrics = os.path.join(tmp, "metrics.jsonl")
-        args = _common(w, s) + [
+        args = [
+            *_common(w, s),
             "--optimizer",
             "sgd",
             "--shuffle",

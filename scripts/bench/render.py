@@ -1,0 +1,311 @@
+"""The markdown of ``docs/benchmarks.md`` from the figures of one run of the suite."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import report
+from report import TARGET_GAP, epoch_median, fmt_range, markdown_table, summarise, system_table
+from systems import BARE, MPI_SGD, MPI_SGD_2T, SK_LBFGS, SK_SGD, RunResult
+from workloads import WorkloadData
+
+SINGLE_PROCESS = (SK_SGD, SK_LBFGS)
+
+
+def _cell(results: list[RunResult], w: str, batch: int, system: str) -> list[RunResult]:
+    return [r for r in results if r.workload == w and r.batch == batch and r.system == system]
+
+
+def _batches(results: list[RunResult], w: str) -> list[int]:
+    return sorted({r.batch for r in results if r.workload == w})
+
+
+def workload_section(
+    w: WorkloadData,
+    systems: list[str],
+    results: list[RunResult],
+    target: float | None,
+) -> list[str]:
+    """Heading, notes and the system table of one workload."""
+    kind = "CSR, " if w.sparse else ""
+    out = [
+        f"## {w.name}: {w.n_train:,} + {w.n_test:,} rows × {w.n_features:,} features "
+        f"({kind}{w.model}{f', {w.n_classes} classes' if w.model == 'softmax' else ''}), "
+        f"l2 = 1/n_train",
+        "",
+    ]
+    rows = []
+    for batch in _batches(results, w.name):
+        baseline = _cell(results, w.name, batch, BARE)
+        for system in systems:
+            if system in SINGLE_PROCESS:
+                continue
+            cell = _cell(results, w.name, batch, system)
+            if cell:
+                rows.append((batch, summarise(cell, system, baseline, target)))
+    out += [system_table(rows, with_ttt=target is not None), ""]
+    return out
+
+
+def thread_section(results: list[RunResult], workloads: list[WorkloadData]) -> list[str]:
+    """mpi_sgd with 2 BLAS threads per rank against 1, paired per repetition."""
+    rows = []
+    for w in workloads:
+        for batch in _batches(results, w.name):
+            one = {r.rep: epoch_median(r) for r in _cell(results, w.name, batch, MPI_SGD)}
+            two = _cell(results, w.name, batch, MPI_SGD_2T)
+            ratios = [epoch_median(r) / one[r.rep] for r in two if r.epochs and one.get(r.rep)]
+            if not two:
+                continue
+            t1 = [v for v in one.values() if v]
+            t2 = [epoch_median(r) for r in two if r.epochs]
+            rows.append(
+                [w.name, str(batch), fmt_range(t1), fmt_range(t2), fmt_range(ratios, 3, "×")]  # type: ignore[arg-type]
+            )
+    if not rows:
+        return []
+    header = ["workload", "per-rank batch", "1 thread/rank, epoch s", "2 threads/rank, epoch s"]
+    return [
+        "## Thread discipline: `--blas-threads 2` (2 ranks × 2 threads on the cores) vs 1",
+        "",
+        markdown_table([*header, "ratio (per rep)"], rows),
+        "",
+        "mpi_sgd pins BLAS with threadpoolctl in-process, so its thread limit cannot be removed "
+        "from outside; `--blas-threads 2` is the oversubscribed case (ranks × threads > cores).",
+        "",
+    ]
+
+
+def floor_section(floors: dict, workloads: list[WorkloadData], a: argparse.Namespace) -> list[str]:
+    """Streaming time per workload and Allreduce latency per gradient size."""
+    batches = [int(b) for b in a.batch_sizes.split(",")]
+    rows = []
+    for w in workloads:
+        st = floors["stream"].get(w.name, {})
+        one, many = st.get("1", {}), st.get(str(a.ranks), {})
+        ar = floors["allreduce"].get(str(w.n_params + 2), {})
+        lat = ar.get("us")
+        comm = []
+        for b in batches:
+            steps = -(-w.n_train // (a.ranks * b))
+            comm.append(f"{b}: {steps} × = {steps * lat / 1e6:.3g} s" if lat else f"{b}: –")
+        rows.append(
+            [
+                w.name,
+                _stream(one),
+                _stream(many),
+                f"{w.n_params + 2:,}",
+                f"{lat:.3g} ({ar['min']:.3g}–{ar['max']:.3g})" if lat else "–",
+                "; ".join(comm),
+            ]
+        )
+    header = [
+        "workload",
+        "stream X once, 1 process (s)",
+        f"stream X once, {a.ranks} processes, each its half (s)",
+        "Allreduce float64",
+        "raw Allreduce µs, median (min–max)",
+        "per-rank batch: steps/epoch × latency = comm floor/epoch",
+    ]
+    return [
+        "## Hardware floor",
+        "",
+        markdown_table(header, rows),
+        "",
+        "Streaming: one pass of `Z = X @ W.T` then `G = Z.T @ X` over the whole memory-mapped "
+        "training matrix (pages touched beforehand), BLAS 1 thread, median of 5 passes; with "
+        f"{a.ranks} processes each streams its contiguous half at the same time and a pass lasts "
+        "until the slower ends (one thread per core). Allreduce: mpi4py `Allreduce(IN_PLACE)` of "
+        "mpi_sgd's step buffer (gradient + loss sum + row count; the trainer may add a word), "
+        f"200 calls back to back under `mpiexec -n {a.ranks}`, median of 6 batches.",
+        "",
+    ]
+
+
+def _stream(rec: dict) -> str:
+    if "seconds" not in rec:
+        return rec.get("error", "–")
+    return f"{rec['seconds']:.3g} ({rec['min']:.3g}–{rec['max']:.3g})"
+
+
+def sklearn_section(results: list[RunResult], optimum: dict) -> list[str]:
+    """Single-process scikit-learn fits."""
+    rows = []
+    for system in SINGLE_PROCESS:
+        for wname in sorted({r.workload for r in results if r.system == system}):
+            cell = [r for r in results if r.system == system and r.workload == wname]
+            ok = [r for r in cell if r.error is None]
+            fit = [r.extra["fit_seconds"] for r in ok]
+            loss = [r.extra["test_loss"] for r in ok]
+            gap = ""
+            if wname == "W1" and optimum.get("test_loss") and loss:
+                gap = f" ({100 * (statistics.median(loss) / optimum['test_loss'] - 1):+.3f}%)"
+            err = "; ".join(sorted({r.error for r in cell if r.error}))
+            rows.append(
+                [system, wname, fmt_range(fit), (fmt_range(loss, 5) + gap) if loss else err]
+            )
+    if not rows:
+        return []
+    return [
+        "## scikit-learn, one process, one core",
+        "",
+        markdown_table(["system", "workload", "fit s, median (min–max)", "test log-loss"], rows),
+        "",
+        "`SGDClassifier`: one epoch, per-row updates (batch 1), constant step 0.001, "
+        "`alpha = l2`; one-vs-rest for W3. `LogisticRegression(lbfgs)`: `C = 1/(l2 n)` (the "
+        "same objective), default tolerance; the % is its test log-loss against the optimum's. "
+        "Data loaded into memory before the clock starts.",
+        "",
+    ]
+
+
+def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadData]) -> list[str]:
+    """The communication-bound case: Allreduce seconds per epoch against the naive floor."""
+    w = next((w for w in workloads if w.sparse), None)
+    if w is None:
+        return []
+    ar = floors["allreduce"].get(str(w.n_params + 2), {}).get("us")
+    rows = []
+    for batch in _batches(results, w.name):
+        ok = [r for r in _cell(results, w.name, batch, MPI_SGD) if r.error is None and r.epochs]
+        if not ok:
+            continue
+        steady = [e for r in ok for e in (r.epochs[1:] or r.epochs)]
+        comm = [e["allreduce_seconds"] for e in steady]
+        epoch = [e["train_seconds"] for e in steady]
+        steps = -(-w.n_train // (2 * batch))
+        floor = f"{steps * ar / 1e6:.3g}" if ar else "–"
+        rows.append([str(batch), str(steps), fmt_range(epoch), fmt_range(comm), floor])
+    if not rows:
+        return []
+    header = [
+        "per-rank batch",
+        "steps/epoch",
+        "mpi_sgd epoch s",
+        "of which Allreduce s",
+        "naive floor: steps × raw 2 MiB Allreduce (s)",
+    ]
+    return [
+        "## W2: the cost of one dense gradient Allreduce per step",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"The gradient has {w.n_params:,} float64 ({8 * w.n_params / 2**20:.1f} MiB) although a "
+        "batch touches a few thousand features; the current design sends all of it every step. "
+        "`Allreduce s` includes waiting for the slower rank.",
+        "",
+    ]
+
+
+def profile_section(profile: list[dict]) -> list[str]:
+    """The per-step breakdown of one rank, mpi_sgd vs the bare loop."""
+    if not profile:
+        return []
+    out = ["## Where one rank's step time goes (µs per step, one process, no Allreduce)", ""]
+    for wname in sorted({p["workload"] for p in profile}):
+        recs = [p for p in profile if p["workload"] == wname and "component" in p]
+        errors = [p["error"] for p in profile if p["workload"] == wname and "error" in p]
+        if not recs:
+            out += [f"{wname}: profile failed: {'; '.join(errors)}", ""]
+            continue
+        batch = recs[0]["batch"]
+        rows = [
+            [
+                p["component"],
+                f"{p['mpi_sgd_us']:.1f}",
+                f"{p['bare_us']:.1f}",
+                f"{p['mpi_sgd_us'] - p['bare_us']:+.1f}",
+            ]
+            for p in recs
+        ]
+        out += [
+            f"{wname}, per-rank batch {batch}:",
+            "",
+            markdown_table(["component", "mpi_sgd", "bare loop", "difference"], rows),
+            "",
+        ]
+    out += [
+        "Made by `scripts/bench/profile_step.py`: rank 0's rows, mpi_sgd's own objects on a "
+        "one-rank communicator, its callables wrapped in timers; medians over one epoch's steps.",
+        "",
+    ]
+    return out
+
+
+def render(
+    info: dict,
+    a: argparse.Namespace,
+    workloads: list[WorkloadData],
+    systems: list[str],
+    results: list[RunResult],
+    optimum: dict,
+    floors: dict,
+    profile: list[dict],
+) -> str:
+    """The whole document."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `scripts/bench/run.py`; do not edit by hand. Regenerate with:",
+        "",
+        "```",
+        info["command"],
+        "```",
+        "",
+        f"Run on {info['date']}, {info['minutes']:.1f} minutes; load average (1/5/15 min) "
+        f"{info['load'][0]} before, {info['load'][1]} after (a shared machine: compare within "
+        f"a run, by the ratios). mpi_sgd: {info['project']}.",
+        "",
+        markdown_table(["machine", ""], [list(kv) for kv in info["machine"]]),
+        "",
+        "## Settings",
+        "",
+        f"- `mpiexec -n {a.ranks}`; {a.reps} repetitions; in each repetition every system runs "
+        "once, in turn (A B C A B C ...), each launch a separate process.",
+        "- Same for every system: per-rank batch B (mpi_sgd `--batch-size` = ranks × B), local "
+        "shuffle (`default_rng([seed, epoch, rank])` permutation of the rank's rows, cut into "
+        "`ceil(n / (ranks × B))` steps), "
+        + (
+            f"learning rate {a.lr:g}"
+            if a.lr is not None
+            else "learning rate `min(1, 0.1 × B / 256)` (0.1 at B = 256, 1 at B = 4096)"
+        )
+        + f", schedule `{a.schedule}`"
+        + (" (`lr / sqrt(1 + t / steps_per_epoch)`)" if a.schedule == "invscaling" else "")
+        + ", L2 = 1/n_train on the weights only, zero initial parameters, float64, one BLAS "
+        "thread per rank.",
+        f"- Epochs per launch: {_epochs_note(a)}.",
+        "",
+    ]
+    target = None
+    if optimum.get("test_loss"):
+        target = optimum["test_loss"] * (1 + TARGET_GAP)
+        lines += [
+            f"W1 optimum (scipy L-BFGS{', then Newton' if optimum.get('newton_steps') else ''}, "
+            f"{optimum['lbfgs_iterations']} iterations, ‖∇F‖₂ = {optimum['grad_norm']:.1e}): "
+            f"objective {optimum['objective']:.8f}, test log-loss {optimum['test_loss']:.6f}; "
+            f"target {target:.6f} (+0.1%).",
+            "",
+        ]
+    elif optimum:
+        lines += [f"W1 optimum failed: {optimum.get('error')}", ""]
+    for w in workloads:
+        lines += workload_section(w, systems, results, target if w.name == "W1" else None)
+    lines += thread_section(results, workloads)
+    lines += floor_section(floors, workloads, a)
+    lines += w2_section(results, floors, workloads)
+    lines += sklearn_section(results, optimum)
+    lines += profile_section(profile)
+    lines += ["## How the figures are made", "", report.__doc__.strip().split("\n\n", 1)[1], ""]
+    return "\n".join(lines)
+
+
+def _epochs_note(a: argparse.Namespace) -> str:
+    if a.epochs:
+        return f"{a.epochs} for every system (torch DDP 1 below per-rank batch 1024)"
+    return (
+        "W1 4, W3 3, W2 2 (the first is a warm-up for the epoch-time figures: it maps the pages "
+        "in); `mpi_sgd --blas-threads 2` at most 2; torch DDP 1 below per-rank batch 1024 (its "
+        "pages touched before the clock starts), else as the others"
+    )

@@ -1,0 +1,273 @@
+"""Run the benchmark suite and write ``docs/benchmarks.md``.
+
+Usage::
+
+    python scripts/bench/run.py [--workloads W1,W3,W2] [--scale F] [--reps 3] [--ranks 2]
+                                [--batch-sizes 256,4096] [--smoke] [--out docs/benchmarks.md]
+
+For every cell (workload x per-rank batch) and repetition, each system is launched once, in turn
+(A B C A B C ...), each launch a separate process with a timeout; see :mod:`systems` for the
+systems and :mod:`report` for how the figures are summarised. Before the cells: the data sets are
+generated if missing (:mod:`workloads`), W1's optimum is computed (:mod:`optimum`, cached), and
+the hardware floor is measured (:mod:`floor`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.util
+import json
+import os
+import shlex
+import sys
+import time
+
+import machine
+from launch import PROJECT_VAR, ROOT, mpi_cmd, py_cmd, run, script
+from render import render
+from report import epoch_median
+from systems import (
+    BARE,
+    DDP,
+    MPI_SGD,
+    MPI_SGD_2T,
+    RUNNERS,
+    SK_LBFGS,
+    SK_SGD,
+    RunResult,
+    Settings,
+)
+from workloads import DEFAULT_CACHE, WorkloadData, ensure_workload
+
+DEFAULT_EPOCHS = {"W1": 4, "W3": 3, "W2": 2}
+SMOKE_SCALE = 0.002
+MANY_STEPS_BATCH = 1024  # below this per-rank batch, torch DDP runs one (pre-faulted) epoch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="scripts/bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workloads", default="W1,W3,W2", help="comma-separated (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0, help="row-count factor (default 1)")
+    p.add_argument("--w2-scale", type=float, help="row-count factor of W2 (default: --scale)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (default: %(default)s)")
+    p.add_argument("--ranks", type=int, default=2, help="MPI ranks (default: %(default)s)")
+    p.add_argument(
+        "--batch-sizes", default="256,4096", help="per-rank batches (default: %(default)s)"
+    )
+    p.add_argument("--epochs", type=int, help="epochs of every launch (default: W1 4, W3 3, W2 2)")
+    p.add_argument("--lr", type=float, help="learning rate (default: min(1, 0.1 * batch / 256))")
+    p.add_argument("--schedule", choices=("constant", "invscaling"), default="invscaling")
+    p.add_argument("--systems", help="comma-separated subset of: " + ", ".join(RUNNERS))
+    p.add_argument("--smoke", action="store_true", help=f"scale {SMOKE_SCALE}, 1 rep, 1 epoch")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="data cache (default: %(default)s)")
+    p.add_argument("--raw", help="also write every launch's figures as JSON here")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per launch")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-step breakdown")
+    p.add_argument(
+        "--project",
+        default=ROOT,
+        help="directory to import mpi_sgd from, e.g. a snapshot of another commit (default: "
+        "this checkout)",
+    )
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.scale, a.reps, a.epochs, a.timeout = SMOKE_SCALE, 1, 1, min(a.timeout, 180)
+        a.batch_sizes = a.batch_sizes if "--batch-sizes" in (argv or sys.argv) else "256"
+    a.w2_scale = a.w2_scale or a.scale
+    return a
+
+
+def lr_for(batch: int, a: argparse.Namespace) -> float:
+    """The learning rate of a per-rank batch: ``--lr``, or 0.1 scaled linearly, capped at 1."""
+    return a.lr if a.lr is not None else min(1.0, 0.1 * batch / 256)
+
+
+def available_systems(a: argparse.Namespace) -> list[str]:
+    """The systems to run: those asked for whose libraries are importable."""
+    wanted = a.systems.split(",") if a.systems else list(RUNNERS)
+    unknown = set(wanted) - set(RUNNERS)
+    if unknown:
+        raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {list(RUNNERS)}")
+    have = {
+        DDP: importlib.util.find_spec("torch") is not None,
+        SK_SGD: importlib.util.find_spec("sklearn") is not None,
+        SK_LBFGS: importlib.util.find_spec("sklearn") is not None,
+    }
+    return [s for s in wanted if have.get(s, True)]
+
+
+def systems_for(w: WorkloadData, batch_index: int, systems: list[str]) -> list[str]:
+    """The systems of one cell: single-process sklearn once per workload, W2 MPI only."""
+    out = []
+    for s in systems:
+        if w.sparse and s not in (MPI_SGD, BARE):
+            continue
+        if s in (SK_SGD, SK_LBFGS) and batch_index > 0:
+            continue
+        if s == SK_LBFGS and w.name != "W1":
+            continue
+        out.append(s)
+    return out
+
+
+def settings_for(system: str, w: WorkloadData, batch: int, a: argparse.Namespace) -> Settings:
+    """Epochs and the rest for one launch."""
+    epochs = a.epochs or DEFAULT_EPOCHS[w.name]
+    if system == MPI_SGD_2T:
+        epochs = min(epochs, 2)
+    if system == DDP and batch < MANY_STEPS_BATCH:
+        epochs = 1
+    return Settings(batch, epochs, lr_for(batch, a), a.schedule, a.ranks, a.timeout)
+
+
+# ----------------------------------------------------------------------------- references
+def ensure_optimum(w: WorkloadData, timeout: float) -> dict:
+    """W1's optimum (cached as ``optimum.json`` beside the data, keyed by l2)."""
+    path = os.path.join(w.root, "optimum.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if cached.get("l2") == w.l2:
+            return cached
+    args = [script("optimum.py"), "--train", w.train, "--test", w.test, "--l2", repr(w.l2)]
+    res = run(py_cmd(args), timeout, threads=None)
+    if not res.ok or not res.records:
+        return {"error": res.error()}
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(res.records[0], fh)
+    return res.records[0]
+
+
+def measure_floors(workloads: list[WorkloadData], a: argparse.Namespace) -> dict:
+    """Streaming time per workload (1 process; N processes) and Allreduce latency per size."""
+    out: dict = {"stream": {}, "allreduce": {}}
+    for w in workloads:
+        args = [script("floor.py"), "stream", "--data", w.train, "--classes", str(w.n_outputs)]
+        one = run(py_cmd(args), a.timeout)
+        many = run(mpi_cmd(a.ranks, [*args, "--mpi"]), a.timeout)
+        out["stream"][w.name] = {
+            "1": one.records[0] if one.records else {"error": one.error()},
+            str(a.ranks): many.records[0] if many.records else {"error": many.error()},
+        }
+    sizes = ",".join(str(w.n_params + 2) for w in workloads)
+    res = run(mpi_cmd(a.ranks, [script("floor.py"), "allreduce", "--sizes", sizes]), a.timeout)
+    for r in res.records:
+        out["allreduce"][str(r["n"])] = r
+    if not res.records:
+        out["allreduce_error"] = res.error()
+    return out
+
+
+def profile_steps(workloads: list[WorkloadData], a: argparse.Namespace) -> list[dict]:
+    """The per-step breakdown of :mod:`profile_step` for the dense workloads."""
+    records = []
+    for w in workloads:
+        if w.sparse:
+            continue
+        batch = min(int(b) for b in a.batch_sizes.split(","))
+        args = [script("profile_step.py"), "--data", w.train, "--model", w.model]
+        args += ["--batch-size", str(batch), "--ranks", str(a.ranks)]
+        res = run(py_cmd(args), a.timeout)
+        for r in res.records:
+            records.append({"workload": w.name, "batch": batch, **r})
+        if not res.ok:
+            records.append({"workload": w.name, "error": res.error()})
+    return records
+
+
+def describe_project(path: str) -> str:
+    """Where mpi_sgd came from: the path, and its git commit when it is a checkout."""
+    git = ["git", "-C", path, "describe", "--always", "--dirty", "--abbrev=10"]
+    res = run(git, timeout=30)
+    where = f"`{os.path.abspath(path)}`"
+    return f"{where} at `{res.stdout.strip()}`" if res.ok else where
+
+
+# ------------------------------------------------------------------------------------ run
+def run_cells(
+    workloads: list[WorkloadData], systems: list[str], a: argparse.Namespace
+) -> list[RunResult]:
+    """Every cell, repetition and system, interleaved."""
+    batches = [int(b) for b in a.batch_sizes.split(",")]
+    plan = [
+        (w, bi, batch, rep, s)
+        for w in workloads
+        for bi, batch in enumerate(batches)
+        for rep in range(a.reps)
+        for s in systems_for(w, bi, systems)
+    ]
+    results = []
+    for i, (w, _, batch, rep, system) in enumerate(plan, 1):
+        r = RUNNERS[system](w, settings_for(system, w, batch, a), rep)
+        results.append(r)
+        med = epoch_median(r) if r.epochs else None
+        what = r.error or (
+            f"{med:.3f} s/epoch" if med else f"{r.extra.get('fit_seconds', 0):.2f} s"
+        )
+        print(
+            f"[{i}/{len(plan)}] {w.name} batch {batch} rep {rep + 1}/{a.reps} {system}: {what} "
+            f"(launch {r.wall_seconds:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    os.environ[PROJECT_VAR] = os.path.abspath(a.project)
+    t0 = time.perf_counter()
+    started = datetime.datetime.now().astimezone()
+    load_before = machine.load_average()
+    systems = available_systems(a)
+    names = [n.strip() for n in a.workloads.split(",") if n.strip()]
+    workloads = [ensure_workload(n, a.w2_scale if n == "W2" else a.scale, a.cache) for n in names]
+    print(f"data ready under {a.cache}; systems: {', '.join(systems)}", file=sys.stderr)
+    optimum = {}
+    w1 = next((w for w in workloads if w.name == "W1"), None)
+    if w1 is not None:
+        optimum = ensure_optimum(w1, a.timeout)
+        print(f"W1 optimum: {optimum}", file=sys.stderr)
+    floors = measure_floors(workloads, a)
+    results = run_cells(workloads, systems, a)
+    profile = [] if a.no_profile else profile_steps(workloads, a)
+    info = {
+        "command": "python scripts/bench/run.py " + shlex.join(argv if argv else sys.argv[1:]),
+        "date": started.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine.describe(),
+        "load": (load_before, machine.load_average()),
+        "minutes": (time.perf_counter() - t0) / 60,
+        "project": describe_project(a.project),
+    }
+    text = render(info, a, workloads, systems, results, optimum, floors, profile)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    if a.raw:
+        with open(a.raw, "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "info": info,
+                    "optimum": optimum,
+                    "floors": floors,
+                    "profile": profile,
+                    "results": [dataclasses.asdict(r) for r in results],
+                },
+                fh,
+                indent=1,
+            )
+    failed = [r for r in results if r.error]
+    print(
+        f"wrote {a.out} in {info['minutes']:.1f} min; {len(failed)} of {len(results)} launches "
+        "failed",
+        file=sys.stderr,
+    )
+    return 1 if any(r.system in (MPI_SGD, BARE) for r in failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
