@@ -168,7 +168,7 @@ class Trainer:
         self._grad = self._buf[:P]
         self._prox_scratch = np.zeros(model.n_penalised)
         self._allreduce_seconds = 0.0
-        self._xbuf = np.empty((0, 0))
+        self._xbuf: np.ndarray | None = None  # gathered batch rows, reused every step
         self._ybuf = np.empty(0)
 
     @property
@@ -234,7 +234,7 @@ class Trainer:
         if isinstance(rows, slice) or sp.issparse(X):
             return X[rows], y[rows]
         m = rows.shape[0]
-        if self._xbuf.shape[0] < m:
+        if self._xbuf is None or self._xbuf.shape[0] < m:
             self._xbuf = np.empty((m, X.shape[1]), dtype=X.dtype)
             self._ybuf = np.empty(m, dtype=y.dtype)
         # mode="clip" skips the bounds-check buffering that mode="raise" does with ``out``

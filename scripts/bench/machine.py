@@ -26,7 +26,7 @@ def mpi_library() -> str:
     """The first line of ``MPI.Get_library_version()`` (asked in a subprocess)."""
     code = "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])"
     res = run(py_cmd(["-c", code]), timeout=60)
-    return res.stdout.strip() if res.ok else f"unknown ({res.error()})"
+    return " ".join(res.stdout.split()) if res.ok else f"unknown ({res.error()})"
 
 
 def blas_info() -> str:
