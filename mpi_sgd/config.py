@@ -20,6 +20,8 @@ from mpi_sgd.errors import ConfigError
 from mpi_sgd.losses import LOSSES
 from mpi_sgd.optim import OPTIMIZERS, SCHEDULES
 
+DTYPES = ("auto", "float64", "float32")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -45,6 +47,7 @@ class TrainConfig:
     shuffle: str = "local"
     partition: str = "contiguous"
     seed: int = 0
+    dtype: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the flag and the bad value."""
@@ -54,6 +57,7 @@ class TrainConfig:
             "schedule": list(SCHEDULES),
             "shuffle": list(SHUFFLES),
             "partition": list(PARTITIONS),
+            "dtype": list(DTYPES),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -76,15 +76,19 @@ class LogisticLoss(Loss):
 
     def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
         m = scores.shape[0]
-        if self._u.shape[0] < m:
-            self._u = np.empty(m)
-            self._t = np.empty(m)
+        if self._u.shape[0] < m or self._u.dtype != scores.dtype:
+            self._u = np.empty(m, dtype=scores.dtype)
+            self._t = np.empty(m, dtype=scores.dtype)
         u, t = self._u[:m], self._t[:m]
         np.abs(scores, out=u)
         np.negative(u, out=u)
         np.exp(u, out=u)  # u = exp(-|z|)
         np.log1p(u, out=t)
-        total = float(t.sum()) + float(np.maximum(scores, 0.0, out=t).sum()) - float(y @ scores)
+        total = (
+            float(t.sum(dtype=np.float64))
+            + float(np.maximum(scores, 0.0, out=t).sum(dtype=np.float64))
+            - float(y @ scores)
+        )
         positive = scores >= 0
         u += 1.0  # 1 + u
         np.divide(1.0, u, out=t)  # 1 / (1 + u)

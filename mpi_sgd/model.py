@@ -3,6 +3,10 @@
 Layout (scikit-learn's, flattened): ``params = [coef.ravel(), intercept]`` with ``coef`` of shape
 (n_outputs, n_features) and ``intercept`` of shape (n_outputs,). ``coef`` and ``intercept`` are
 views into ``params``, so one buffer Allreduce moves every gradient and one Bcast every parameter.
+
+Parameters, gradients sums and optimiser state are float64. A float32 batch is computed in
+float32 (half the memory traffic: the parameters are cast once per step into a small buffer) and
+its gradient sum is written back as float64.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class LinearModel:
         self.fit_intercept = fit_intercept
         self.params = np.zeros(self.n_params, dtype=np.float64)
         self._scores_ws = np.empty((0,) if self.n_outputs == 1 else (0, self.n_outputs))
+        self._coef32 = np.empty((0, 0), dtype=np.float32)
+        self._gcoef32 = np.empty((0, 0), dtype=np.float32)
 
     @property
     def n_params(self) -> int:
@@ -57,25 +63,40 @@ class LinearModel:
     def scores(self, X: np.ndarray | sp.csr_matrix, out: np.ndarray | None = None) -> np.ndarray:
         """Decision values: shape (m,) for one output, (m, n_outputs) otherwise.
 
-        ``out``, when given, is a buffer of that shape to write into (dense ``X`` only).
+        ``out``, when given, is a buffer of that shape and of ``X``'s dtype to write into (dense
+        ``X`` only); a float32 ``X`` is then multiplied by a float32 copy of ``coef``.
         """
-        if self.n_outputs == 1:
-            if out is not None and not sp.issparse(X):
-                np.matmul(X, self.coef[0], out=out)
-                out += self.intercept[0]
-                return out
-            return np.asarray(X @ self.coef[0]).reshape(-1) + self.intercept[0]
+        coef = self.coef
         if out is not None and not sp.issparse(X):
-            np.matmul(X, self.coef.T, out=out)
-            out += self.intercept
+            if out.dtype == np.float32:
+                if self._coef32.shape != coef.shape:
+                    self._coef32 = np.empty(coef.shape, dtype=np.float32)
+                np.copyto(self._coef32, coef, casting="same_kind")
+                coef = self._coef32
+            if self.n_outputs == 1:
+                np.matmul(X, coef[0], out=out)
+                out += self.intercept[0]
+            else:
+                np.matmul(X, coef.T, out=out)
+                out += self.intercept
             return out
-        return np.asarray(X @ self.coef.T) + self.intercept
+        if self.n_outputs == 1:
+            return np.asarray(X @ coef[0]).reshape(-1) + self.intercept[0]
+        return np.asarray(X @ coef.T) + self.intercept
 
-    def _scores_buffer(self, m: int) -> np.ndarray:
-        if self._scores_ws.shape[0] < m:
+    def _scores_buffer(self, m: int, dtype: np.dtype) -> np.ndarray:
+        if self._scores_ws.shape[0] < m or self._scores_ws.dtype != dtype:
             shape = (m,) if self.n_outputs == 1 else (m, self.n_outputs)
-            self._scores_ws = np.empty(shape)
+            self._scores_ws = np.empty(shape, dtype=dtype)
         return self._scores_ws[:m]
+
+    def _grad_buffer(self, dtype: np.dtype) -> np.ndarray | None:
+        """A float32 buffer for ``coef``'s gradient when computing in float32, else None."""
+        if dtype != np.float32:
+            return None
+        if self._gcoef32.shape != (self.n_outputs, self.n_features):
+            self._gcoef32 = np.empty((self.n_outputs, self.n_features), dtype=np.float32)
+        return self._gcoef32
 
     def loss_grad_sum(
         self, X: np.ndarray | sp.csr_matrix, y: np.ndarray, grad_out: np.ndarray
@@ -109,21 +130,29 @@ class LinearModel:
             grad_out[:] = 0.0
             return 0.0
         sparse = sp.issparse(X)
-        s = self.scores(X, out=None if sparse else self._scores_buffer(m))
+        dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
+        s = self.scores(X, out=None if sparse else self._scores_buffer(m, dtype))
         total = self.loss.loss_dscores(s, y, s)  # s now holds dL/dscores
+        g32 = None if sparse else self._grad_buffer(dtype)
         if k == 1:
             if sparse:
                 gcoef[0] = X.T @ s
+            elif g32 is not None:
+                np.matmul(s, X, out=g32[0])
+                gcoef[0] = g32[0]
             else:
                 np.matmul(s, X, out=gcoef[0])
-            gint[0] = s.sum() if self.fit_intercept else 0.0
+            gint[0] = s.sum(dtype=np.float64) if self.fit_intercept else 0.0
         else:
             if sparse:
                 gcoef[:] = (X.T @ s).T
+            elif g32 is not None:
+                np.matmul(s.T, X, out=g32)
+                gcoef[:] = g32
             else:
                 np.matmul(s.T, X, out=gcoef)
             if self.fit_intercept:
-                s.sum(axis=0, out=gint)
+                gint[:] = s.sum(axis=0, dtype=np.float64)
             else:
                 gint[:] = 0.0
         return total

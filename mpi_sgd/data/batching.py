@@ -7,6 +7,13 @@ An epoch has ``S = ceil(n_total / batch_size)`` steps on every rank, whatever it
 ``local``
     The same, after permuting the local rows with ``default_rng([seed, epoch, rank])``: each
     rank contributes about ``n_local / S`` rows per step and every row is used once per epoch.
+``blocks``
+    Rank ``r`` cuts its rows, in order, into ``S`` balanced consecutive blocks once, and visits
+    them in a new order each epoch (``default_rng([seed, epoch, rank])``). Each step reads one
+    contiguous slice of the (memory-mapped) matrix: no gather, no copy. Every row is still
+    used once per epoch, but a batch always holds the same neighbouring rows, so batches are
+    only as random as the file order: use it when rows were shuffled when the file was written
+    (the data tool's files are i.i.d.), not on sorted data.
 ``global``
     One permutation of all ``n_total`` global row ids from ``default_rng([seed, epoch])`` (the
     same on every rank) is cut into consecutive global batches of ``batch_size``; each rank uses
@@ -24,7 +31,7 @@ import numpy as np
 
 from mpi_sgd.data.partition import RowOwnership, block_range, steps_per_epoch
 
-SHUFFLES = ("local", "global", "none")
+SHUFFLES = ("local", "global", "blocks", "none")
 
 
 class BatchPlan:
@@ -75,6 +82,11 @@ class BatchPlan:
         if self.shuffle == "none":
             for s in range(start_step, S):
                 a, b = block_range(self.n_local, s, S)
+                yield slice(a, b)
+        elif self.shuffle == "blocks":
+            order = np.random.default_rng([self.seed, epoch, self.rank]).permutation(S)
+            for s in range(start_step, S):
+                a, b = block_range(self.n_local, int(order[s]), S)
                 yield slice(a, b)
         elif self.shuffle == "local":
             perm = np.random.default_rng([self.seed, epoch, self.rank]).permutation(self.n_local)

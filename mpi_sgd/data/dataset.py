@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -102,6 +102,17 @@ class Dataset:
     def is_sparse(self) -> bool:
         """True when ``X`` is CSR."""
         return sp.issparse(self.X)
+
+    def with_dtype(self, dtype: str) -> Dataset:
+        """This partition with features in ``dtype`` (``auto`` keeps float32 and makes anything
+        else float64). Converting copies the rank's own rows only, once."""
+        current = self.X.dtype
+        target = np.dtype(
+            (np.float32 if current == np.float32 else np.float64) if dtype == "auto" else dtype
+        )
+        if current == target:
+            return self
+        return replace(self, X=self.X.astype(target))
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 Run as ``python scripts/bench/ddp_torch.py --train DIR --test DIR --ranks 2 ...``: it starts the
 ranks itself with ``torch.multiprocessing.start_processes`` (fork, so they inherit the imported
-torch), each with ``torch.set_num_threads(1)``. Each rank memory-maps its contiguous slice, touches every page once before timing (so the first
-epoch is not a page-fault benchmark), then trains ``nn.Linear`` in float64 with the bare loop's
-sampling (``default_rng([seed, epoch, rank])`` permutation cut into ``ceil(n / (ranks * B))``
-steps), the same learning-rate schedule and the same L2 on the weights only. Rank 0 prints one
-JSON line per epoch, then one with the latency of a raw gloo ``all_reduce`` of the gradient's
-size.
+torch), each with ``torch.set_num_threads(1)``. Each rank memory-maps its contiguous slice,
+touches every page once before timing (so the first epoch is not a page-fault benchmark), then
+trains ``nn.Linear`` in float64 with the bare loop's sampling (``default_rng([seed, epoch,
+rank])`` permutation cut into ``ceil(n / (ranks * B))`` steps), the same learning-rate schedule
+and the same L2 on the weights only. Rank 0 prints one JSON line per epoch, then one with the
+latency of a raw gloo ``all_reduce`` of the gradient's size.
 """
 
 from __future__ import annotations

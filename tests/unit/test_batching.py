@@ -165,3 +165,23 @@ def test_batch_larger_than_data_and_bad_shuffle() -> None:
     assert only.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="shuffle"):
         BatchPlan(own, 5, 2, "sideways", seed=0, rank=0)
+
+
+@pytest.mark.parametrize("n_local", [0, 5, 97, 1000])
+def test_blocks_mode_uses_every_row_once_in_contiguous_slices_in_a_new_order(n_local):
+    own = RowOwnership.from_ranges([(0, n_local)])
+    plan = BatchPlan(
+        own, n_total=3 * max(n_local, 1), batch_size=64, shuffle="blocks", seed=4, rank=1
+    )
+    orders = []
+    for epoch in range(3):
+        batches = list(plan.batches(epoch))
+        assert len(batches) == plan.steps_per_epoch
+        assert all(isinstance(b, slice) for b in batches)
+        used = np.concatenate([np.arange(n_local)[b] for b in batches])
+        assert np.array_equal(np.sort(used), np.arange(n_local))
+        orders.append([b.start for b in batches])
+    assert list(plan.batches(1)) == list(plan.batches(1))  # deterministic
+    if n_local >= 97:
+        assert orders[0] != orders[1]  # a new block order every epoch
+    assert list(plan.batches(2, start_step=3)) == list(plan.batches(2))[3:]

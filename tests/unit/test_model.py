@@ -231,3 +231,28 @@ def test_evaluate_r2_with_a_large_target_offset(offset: float) -> None:
     z = X @ w + offset
     assert out["r2"] == pytest.approx(r2_score(y, z), rel=1e-6)
     assert out["rmse"] == pytest.approx(math.sqrt(mean_squared_error(y, z)), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["logistic", "softmax", "hinge", "squared"])
+def test_float32_batches_give_the_float64_gradient_to_float32_precision(name):
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 7))
+    loss = get_loss(name)
+    k = 3 if name == "softmax" else 1
+    y = {
+        "logistic": (rng.random(300) < 0.5).astype(float),
+        "softmax": rng.integers(0, 3, 300),
+        "hinge": np.where(rng.random(300) < 0.5, -1.0, 1.0),
+        "squared": rng.standard_normal(300),
+    }[name]
+    lm = LinearModel(loss, 7, k)
+    lm.params[:] = 0.3 * rng.standard_normal(lm.n_params)
+    g64, g32 = np.empty(lm.n_params), np.empty(lm.n_params)
+    l64 = lm.loss_grad_sum(X, y, g64)
+    l32 = lm.loss_grad_sum(X.astype(np.float32), y, g32)
+    assert g32.dtype == np.float64 and lm.params.dtype == np.float64
+    np.testing.assert_allclose(g32, g64, rtol=2e-4, atol=2e-4 * np.abs(g64).max())
+    assert l32 == pytest.approx(l64, rel=1e-5)
+    l64_again = lm.loss_grad_sum(X, y, g32)  # switching back reuses float64 buffers
+    np.testing.assert_array_equal(g32, g64)
+    assert l64_again == l64

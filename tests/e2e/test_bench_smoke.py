@@ -1,0 +1,44 @@
+"""The benchmark suite runs end to end at a tiny scale (``scripts/bench/run.py --smoke``).
+
+Only that it runs and writes its table is checked: performance is judged by the figures the
+suite prints, never by timed assertions in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.helpers import ROOT, env
+
+RUN = os.path.join(ROOT, "scripts", "bench", "run.py")
+TIMEOUT = 900
+
+
+@pytest.mark.slow
+def test_bench_smoke_writes_a_table_with_mpi_sgd_and_the_bare_loop(tmp_path):
+    out = tmp_path / "bench.md"
+    cmd = [sys.executable, RUN, "--smoke", "--out", str(out), "--cache", str(tmp_path / "data")]
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env(),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s\n{exc.stderr}")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    for system in ("mpi_sgd", "bare loop"):
+        assert any(f"| {system} |" in row for row in rows), (system, text)
+    assert "python scripts/bench/run.py --smoke" in text
+    for workload in ("W1", "W2", "W3"):
+        assert f"## {workload}:" in text
