@@ -21,6 +21,7 @@ from mpi_sgd.losses import LOSSES
 from mpi_sgd.optim import OPTIMIZERS, SCHEDULES
 
 DTYPES = ("auto", "float64", "float32")
+EXCHANGES = ("auto", "dense", "sparse")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class TrainConfig:
     partition: str = "contiguous"
     seed: int = 0
     dtype: str = "auto"
+    exchange: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the flag and the bad value."""
@@ -58,6 +60,7 @@ class TrainConfig:
             "shuffle": list(SHUFFLES),
             "partition": list(PARTITIONS),
             "dtype": list(DTYPES),
+            "exchange": list(EXCHANGES),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

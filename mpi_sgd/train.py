@@ -35,9 +35,9 @@ from mpi_sgd.checkpoint import (
     save_checkpoint,
 )
 from mpi_sgd.comm import Communicator, describe_error
-from mpi_sgd.config import DTYPES, TrainConfig
+from mpi_sgd.config import DTYPES, EXCHANGES, TrainConfig
 from mpi_sgd.data.batching import SHUFFLES, BatchPlan
-from mpi_sgd.data.dataset import ReadOptions, load_dataset
+from mpi_sgd.data.dataset import Dataset, ReadOptions, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
@@ -56,6 +56,7 @@ from mpi_sgd.metrics import Console, MetricsWriter
 from mpi_sgd.model import LinearModel
 from mpi_sgd.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
 from mpi_sgd.preemption import StopRequest
+from mpi_sgd.sparse import sparse_exchange_pays
 from mpi_sgd.threads import limit_blas_threads
 from mpi_sgd.trainer import (
     EpochReport,
@@ -294,6 +295,15 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "files float32 and uses float64 otherwise (default: %(default)s)",
     )
 
+    g.add_argument(
+        "--exchange",
+        choices=EXCHANGES,
+        default=d.exchange,
+        help="gradient exchange per step: dense (one Allreduce of all parameters) or sparse "
+        "(CSR data, --optimizer sgd, no --l1: only the coordinates the batch touches, with "
+        "lazy L2); auto picks sparse when its payload is smaller (default: %(default)s)",
+    )
+
     g = p.add_argument_group("output")
     g.add_argument(
         "--output",
@@ -404,6 +414,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         partition=args.partition,
         seed=args.seed,
         dtype=args.dtype,
+        exchange=args.exchange,
     )
     try:
         return cfg.validate()
@@ -477,6 +488,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
 
     model = LinearModel(loss, train.n_features, loss.n_outputs(classes.size), cfg.fit_intercept)
     broadcast_params(model, comm)
+    use_sparse = _choose_exchange(cfg, train, model, comm)
     plan = BatchPlan(
         train.ownership, train.n_total, cfg.batch_size, cfg.shuffle, cfg.seed, comm.rank
     )
@@ -526,7 +538,9 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         f"model {cfg.model}"
         + (f" ({classes.size} classes)" if loss.is_classifier else "")
         + f", optimizer {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), global batch "
-        f"{plan.batch_size} ({S} steps/epoch), l2 {cfg.l2:g}, l1 {cfg.l1:g}, shuffle {cfg.shuffle}"
+        f"{plan.batch_size} ({S} steps/epoch), l2 {cfg.l2:g}, l1 {cfg.l1:g}, "
+        f"shuffle {cfg.shuffle}, "
+        f"{'sparse' if use_sparse else 'dense'} exchange"
     )
     metrics.write(
         "start",
@@ -583,6 +597,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         stop_request=stop_request,
         watchdog=watchdog,
         faults=FaultInjector(comm.rank),
+        sparse=use_sparse,
     )
     t_train = time.perf_counter()
     try:
@@ -631,6 +646,29 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         + (f"; model saved to {args.output}" if args.output else "")
     )
     return 0
+
+
+def _choose_exchange(
+    cfg: TrainConfig, train: Dataset, model: LinearModel, comm: Communicator
+) -> bool:
+    """Whether to use the sparse step (the same answer on every rank). Collective."""
+    if cfg.exchange == "dense":
+        return False
+    applicable = train.is_sparse and cfg.optimizer == "sgd" and cfg.l1 == 0
+    if not applicable:
+        if cfg.exchange == "sparse":
+            raise everywhere(
+                ConfigError(
+                    "--exchange sparse needs sparse data (CSR directory or LIBSVM), "
+                    "--optimizer sgd and --l1 0"
+                )
+            )
+        return False
+    if cfg.exchange == "sparse":
+        return True
+    nnz_per_row = comm.sum_int(int(train.X.nnz)) / max(train.n_total, 1)
+    rows = min(cfg.batch_size, train.n_total) / comm.size
+    return sparse_exchange_pays(nnz_per_row, rows, comm.size, model.n_outputs, model.n_params)
 
 
 def _check_reliability_flags(args: argparse.Namespace) -> None:

@@ -36,6 +36,7 @@ from mpi_sgd.metrics import peak_rss_mb
 from mpi_sgd.model import LinearModel
 from mpi_sgd.optim import Optimizer, Schedule, soft_threshold_
 from mpi_sgd.preemption import StopRequest, describe_votes
+from mpi_sgd.sparse import SparseStep
 from mpi_sgd.watchdog import Watchdog
 
 
@@ -123,6 +124,9 @@ class Trainer:
         Told of every step.
     faults : FaultInjector, optional
         Test-only fault injection.
+    sparse : bool
+        Use :class:`~mpi_sgd.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange only the
+        touched coordinates and keep L2 lazy.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class Trainer:
         stop_request: StopRequest | None = None,
         watchdog: Watchdog | None = None,
         faults: FaultInjector | None = None,
+        sparse: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -168,6 +173,9 @@ class Trainer:
         self._grad = self._buf[:P]
         self._prox_scratch = np.zeros(model.n_penalised)
         self._allreduce_seconds = 0.0
+        self.sparse = SparseStep(model, comm, config.l2) if sparse else None
+        if self.sparse is not None:
+            self.sparse.scale = self.position.coef_scale
         self._xbuf: np.ndarray | None = None  # gathered batch rows, reused every step
         self._ybuf = np.empty(0)
 
@@ -188,6 +196,8 @@ class Trainer:
         Collective: every rank calls it once per step, with possibly empty ``rows``. Sets
         ``stop_reason`` when any rank asked to stop (the step's update is still applied).
         """
+        if self.sparse is not None:
+            return self._sparse_step(rows)
         model, buf, grad = self.model, self._buf, self._grad
         P = model.n_params
         t = self.position.global_step
@@ -227,6 +237,42 @@ class Trainer:
             )
             soft_threshold_(model.params[:n_pen], threshold, self._prox_scratch)
         return loss_sum, count
+
+    def _sparse_step(self, rows: slice | np.ndarray) -> tuple[float, float]:
+        """:meth:`step` for the sparse design (see :mod:`mpi_sgd.sparse`). Collective."""
+        sparse, pos = self.sparse, self.position
+        assert sparse is not None
+        t = pos.global_step
+        if self.faults is not None:
+            self.faults.before_step(t, self.model.params)
+        X, y = self.train.X[rows], self.train.y[rows]
+        u, values, gint, loss_sum = sparse.local_gradient(X, y)
+        vote = self.stop_request.vote() if self.stop_request is not None else 0.0
+        before = sparse.allreduce_seconds
+        union, grad, gint, (loss_sum, count, votes) = sparse.exchange(
+            u, values, gint, np.array([loss_sum, X.shape[0], vote])
+        )
+        self._allreduce_seconds += sparse.allreduce_seconds - before
+        if votes > 0:
+            self.stop_reason = describe_votes(votes)
+        lr = self.schedule(t)
+        pos.global_step += 1
+        if count == 0:
+            return 0.0, 0.0
+        grad /= count
+        gint /= count
+        if not (np.isfinite(loss_sum) and np.isfinite(grad.sum()) and np.isfinite(gint.sum())):
+            raise everywhere(
+                DivergenceError(
+                    f"training diverged at epoch {self.epochs_done + 1}, global step "
+                    f"{t + 1}: the loss or gradient is not finite (lr {lr:g}); "
+                    "try a smaller --lr, a warm-up, or standardised features"
+                )
+            )
+        sparse.update(union, grad, gint, lr)
+        self.optimizer.t += 1
+        pos.coef_scale = sparse.scale
+        return float(loss_sum), float(count)
 
     def _batch(self, rows: slice | np.ndarray) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
         """The batch's rows: a view for a slice, else gathered into reused buffers (dense)."""
@@ -276,6 +322,9 @@ class Trainer:
             if every and pos.global_step % every == 0 and pos.step_in_epoch < steps:
                 self._checkpoint()
         train_seconds = time.perf_counter() - t0
+        if self.sparse is not None:  # the true parameters, before anyone reads them
+            self.sparse.fold()
+            pos.coef_scale = 1.0
         check_identical_params(self.model.params, self.comm, f"the end of epoch {epoch + 1}")
         report = EpochReport(
             epoch=epoch + 1,

@@ -402,3 +402,40 @@ def test_every_format_gives_the_same_rows_and_the_same_model(comm, shared_dir):
             atol=1e-13,
             what=f"{name} vs npy parameters",
         )
+
+
+@pytest.mark.parametrize(
+    ("model", "shuffle"), [("logistic", "local"), ("softmax", "global"), ("squared", "blocks")]
+)
+def test_sparse_exchange_equals_the_dense_allreduce(comm, model, shuffle):
+    """The touched-coordinates exchange with lazy L2 gives dense SGD's parameters (to
+    rounding), on uneven partitions, for several epochs with the scale folded at epoch ends."""
+    rng = np.random.default_rng(9)
+    n, d = 240, 300
+    X = sp.random(n, d, density=0.03, random_state=9, format="csr")
+    X.data = rng.standard_normal(X.nnz)
+    _, y = make_problem(model, n=n, d=4)
+    own = uneven_ownership(n, comm)
+    ids = own.global_ids()
+    results = []
+    for sparse in (False, True):
+        cfg = TrainConfig(model=model, lr=0.2, epochs=3, batch_size=16, shuffle=shuffle, l2=0.05)
+        loss = get_loss(model)
+        classes = agree_classes(y[ids], loss, comm, "y")
+        lm = LinearModel(loss, d, loss.n_outputs(classes.size))
+        plan = BatchPlan(own, n, 16, shuffle, 0, comm.rank)
+        S = plan.steps_per_epoch
+        trainer = Trainer(
+            lm,
+            make_optimizer("sgd", lm.n_params),
+            Schedule("invscaling", 0.2, 3 * S, S),
+            plan,
+            EvalData(X[ids], encode_labels(y[ids], classes, loss, "y")),
+            cfg,
+            comm,
+            sparse=sparse,
+        )
+        trainer.fit()
+        results.append(lm.params.copy())
+    assert_allclose_all(comm, results[1], results[0], rtol=1e-10, atol=1e-13, what="sparse")
+    assert_all(comm, np.abs(results[0]).max() > 0.01, "the model moved")
