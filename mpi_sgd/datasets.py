@@ -60,6 +60,7 @@ import scipy.sparse as sp
 
 from mpi_sgd.data.partition import block_range
 from mpi_sgd.data.synthetic import BLOCK_ROWS, KINDS, SyntheticSpec, generate_rows
+from mpi_sgd.data.text import is_csv_header
 from mpi_sgd.errors import ConfigError, MpiSgdError
 
 __all__ = [
@@ -708,15 +709,9 @@ def _is_data_line(line: bytes, fmt: str) -> bool:
 
 
 def _csv_header(first: bytes) -> bool:
-    """True when the first line of a CSV file is a header (its first field is not a number)."""
-    field = first.split(b",", 1)[0].strip()
-    if not field:
-        return False
-    try:
-        float(field)
-    except ValueError:
-        return True
-    return False
+    """True when the first line of a CSV file is a header (the trainer's rule, see
+    :func:`mpi_sgd.data.text.is_csv_header`)."""
+    return is_csv_header(first.decode("utf-8", errors="replace").lstrip("\ufeff"))
 
 
 def _shard_text(path: str, fmt: str, n_shards: int, out: str, ext: str) -> list[str]:

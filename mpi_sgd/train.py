@@ -18,6 +18,8 @@ or read, 6 watchdog (no step within --watchdog seconds), 75 stopped by SIGTERM/S
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -37,7 +39,7 @@ from mpi_sgd.checkpoint import (
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import DTYPES, EXCHANGES, TrainConfig
 from mpi_sgd.data.batching import SHUFFLES, BatchPlan
-from mpi_sgd.data.dataset import Dataset, ReadOptions, load_dataset
+from mpi_sgd.data.dataset import Dataset, ReadOptions, is_synthetic, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
@@ -89,8 +91,9 @@ L1 is applied by a proximal (soft-thresholding) step, so exact zeros appear.
 Data PATH: a directory with X.npy and y.npy; a CSR directory (X_data.npy, X_indices.npy,
 X_indptr.npy, X_shape.npy, y.npy); a LIBSVM file (.svm/.libsvm/.svmlight); a CSV file (.csv,
 label in the first column, header line auto-detected); a directory or glob of such shards; or
-synthetic:KIND[,rows=N,features=D,classes=K,seed=S] (KIND: binary, multiclass, regression,
-sparse-binary). Without --train, a built-in synthetic data set matching --model is used."""
+synthetic:KIND[,rows=N,test_rows=N,features=D,classes=K,seed=S,noise=F,nnz=N] (KIND:
+binary, multiclass, regression, sparse-binary). Without --train, a built-in synthetic data
+set matching --model is used."""
 
 EPILOG = """\
 exit codes: 0 ok; 1 internal error; 2 bad flag/configuration; 3 bad data;
@@ -172,6 +175,13 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         help="feature count, for LIBSVM files whose highest feature index may be "
         "absent (default: the highest index seen)",
     )
+    g.add_argument(
+        "--libsvm-index-base",
+        choices=("auto", "0", "1"),
+        default="auto",
+        help="first feature index of LIBSVM files; auto: one-based unless some row uses "
+        "index 0 (as svmlight readers do) (default: %(default)s)",
+    )
 
     g = p.add_argument_group("model")
     g.add_argument(
@@ -213,9 +223,9 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "--schedule",
         choices=SCHEDULES,
         default=d.schedule,
-        help="constant; invscaling: lr/(1+epochs_done)^power_t; step: lr*gamma^"
-        "floor(epoch/lr_step_epochs); cosine: to 0 at the last step "
-        "(default: %(default)s)",
+        help="constant; invscaling: lr/(1+e)^power_t with e the epochs (fractional) done "
+        "after warm-up; step: lr*gamma^floor(e/lr_step_epochs); cosine: to 0 at the last "
+        "step; (default: %(default)s)",
     )
     g.add_argument(
         "--warmup-epochs",
@@ -444,9 +454,18 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     _check_reliability_flags(args)
     limit_blas_threads(args.blas_threads)
     stop_request = StopRequest(args.stop_after).install()
-    digests = comm.allgather_str(cfg.digest() + (args.train or "") + (args.test or ""))
+    # Every flag, not just the training configuration: ranks that disagree on anything (an
+    # MPMD launch, a wrapper adding arguments on some nodes) would otherwise diverge or hang.
+    everything = json.dumps(vars(args), sort_keys=True, default=str)
+    digests = comm.allgather_str(hashlib.sha256(everything.encode()).hexdigest()[:16])
     if len(set(digests)) > 1:
-        raise everywhere(ConfigError("ranks were started with different arguments"))
+        groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
+        raise everywhere(
+            ConfigError(
+                "ranks were started with different arguments: "
+                + " vs ".join(f"rank(s) {g}" for g in groups.values())
+            )
+        )
 
     console = Console(comm.is_root, progress=args.progress, quiet=args.quiet)
     _prepare_output(args, comm)
@@ -455,13 +474,14 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
 
     train_path = args.train or DEFAULT_DATA[cfg.model]
     test_path = args.test
-    if test_path is None and train_path.startswith("synthetic"):
+    if test_path is None and is_synthetic(train_path):
         test_path = train_path
     opts = ReadOptions(
         partition=cfg.partition,
         seed=cfg.seed,
         csv_label_column=args.csv_label_column,
         n_features=args.n_features,
+        index_base=None if args.libsvm_index_base == "auto" else int(args.libsvm_index_base),
     )
     t_load = time.perf_counter()
     train = load_dataset(train_path, comm, opts)
@@ -474,6 +494,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
             n_features=train.n_features,
             split="test",
             index_base=train.index_base,
+            width_source=f"the training data {train.source}",
         )
         test = load_dataset(test_path, comm, test_opts)
     train = train.with_dtype(cfg.dtype)
@@ -655,6 +676,8 @@ def _choose_exchange(
     if cfg.exchange == "dense":
         return False
     applicable = train.is_sparse and cfg.optimizer == "sgd" and cfg.l1 == 0
+    if cfg.exchange == "auto" and comm.size == 1:
+        return False  # nothing to exchange; the dense step is faster on one rank
     if not applicable:
         if cfg.exchange == "sparse":
             raise everywhere(

@@ -215,7 +215,10 @@ class Trainer:
             self.stop_reason = describe_votes(buf[P + 2])
         lr = self.schedule(t)
         self.position.global_step += 1
-        if count == 0:  # no rank had rows for this step (batch smaller than the rank count)
+        if count == 0:
+            # No rank had rows for this step: with --shuffle local/blocks/none each rank spreads
+            # its rows over the epoch's steps, so a rank with fewer rows than steps leaves some
+            # empty; only tiny data or a --batch-size near the rank count makes every rank do so.
             return 0.0, 0.0
         grad /= count
         if not (np.isfinite(loss_sum) and np.isfinite(grad.sum())):
@@ -371,7 +374,10 @@ class Trainer:
         """
         reports = []
         while self.epochs_done < self.config.epochs:
-            report = self.run_epoch()
+            # Overflow on the way to divergence is detected (and reported once) by the finiteness
+            # check of the summed loss and gradient; numpy's warnings would come from every rank.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                report = self.run_epoch()
             if report is None:
                 break
             reports.append(report)

@@ -53,6 +53,8 @@ class ReadOptions:
     index_base : int or None
         LIBSVM column indices start at this (0 or 1); None detects it (one-based unless some row
         uses index 0). Pass the training set's value when reading its test set.
+    width_source : str
+        Where ``n_features`` came from, for messages (``--n-features``, or the training data).
     """
 
     partition: str = "contiguous"
@@ -61,6 +63,7 @@ class ReadOptions:
     n_features: int | None = None
     split: str = "train"
     index_base: int | None = None
+    width_source: str = "--n-features"
 
 
 @dataclass
@@ -130,6 +133,11 @@ class _LocalRead:
 
 
 # --------------------------------------------------------------------------------- detection
+def is_synthetic(path: str) -> bool:
+    """True for ``synthetic`` and ``synthetic:...`` (a file or directory of another name never)."""
+    return path == "synthetic" or path.startswith("synthetic:")
+
+
 def describe_source(path: str) -> tuple[str, list[str]]:
     """Classify a data ``PATH``: returns ``(kind, files)``.
 
@@ -137,7 +145,7 @@ def describe_source(path: str) -> tuple[str, list[str]]:
     (the path) or, for shard sets, every shard in sorted order. Local and cheap (directory listing
     only); raises :class:`DataError` naming the path.
     """
-    if path.startswith("synthetic"):
+    if is_synthetic(path):
         return "synthetic", [path]
     if any(ch in path for ch in "*?["):
         shards = sorted(glob.glob(path))
@@ -247,14 +255,16 @@ def _read_csr(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
         )
         y_local = np.asarray(y[start:stop], dtype=np.float64)
     else:
-        rows = []
-        for i in own.ids:
-            a, b = int(indptr[i]), int(indptr[i + 1])
-            rows.append((data[a:b], indices[a:b]))
-        lengths = np.array([r[0].size for r in rows], dtype=np.int64)
+        # Gather the owned rows' non-zeros with one vectorised fancy index per array: reads
+        # only those bytes of the memory maps.
+        starts = np.asarray(indptr[own.ids], dtype=np.int64)
+        lengths = np.asarray(indptr[own.ids + 1], dtype=np.int64) - starts
         ptr = np.concatenate([[0], np.cumsum(lengths)])
-        cat = (lambda k: np.concatenate([r[k] for r in rows])) if rows else (lambda k: np.empty(0))
-        X_local = sp.csr_matrix((cat(0), cat(1).astype(np.int64), ptr), shape=(own.n_local, d))
+        positions = np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1], dtype=np.int64)
+        X_local = sp.csr_matrix(
+            (np.asarray(data[positions], dtype=np.float64), np.asarray(indices[positions]), ptr),
+            shape=(own.n_local, d),
+        )
         y_local = np.asarray(y[own.ids], dtype=np.float64)
     if X_local.nnz and (X_local.indices.min() < 0 or X_local.indices.max() >= d):
         raise DataError(f"{path}: column index outside [0, {d}) in X_indices.npy")
@@ -272,8 +282,19 @@ def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> _Loca
         start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
         X, y = synthetic.generate_rows(spec, opts.split, start, stop)
     else:
-        X_all, y_all = synthetic.generate_rows(spec, opts.split, 0, n)
-        X, y = X_all[own.ids], y_all[own.ids]  # type: ignore[index]
+        # Generate only the blocks holding owned rows, one at a time.
+        blocks = own.ids // synthetic.BLOCK_ROWS
+        Xs, ys = [], []
+        for block in np.unique(blocks):
+            Xb, yb = synthetic.generate_block(spec, opts.split, int(block))
+            local = own.ids[blocks == block] - int(block) * synthetic.BLOCK_ROWS
+            Xs.append(Xb[local])  # type: ignore[index]
+            ys.append(yb[local])
+        if Xs:
+            X = sp.vstack(Xs, format="csr") if spec.is_sparse else np.concatenate(Xs)
+            y = np.concatenate(ys)
+        else:
+            X, y = synthetic.generate_rows(spec, opts.split, 0, 0)
     return _LocalRead(X, y, spec.n_features, ownership=own)  # type: ignore[arg-type]
 
 
@@ -444,7 +465,7 @@ def _combine(
         d = known[0]
         if opts.n_features is not None and opts.n_features != d:
             raise everywhere(
-                DataError(f"{path} has {d} features but --n-features is {opts.n_features}")
+                DataError(f"{path} has {d} features but {opts.width_source} has {opts.n_features}")
             )
         X = local.X
         if X.shape[0] == 0 and X.shape[1] != d:
@@ -493,7 +514,8 @@ def _libsvm_width(path: str, local: _LocalRead, comm: Communicator, opts: ReadOp
         if opts.n_features < width:
             raise everywhere(
                 DataError(
-                    f"{path} uses feature index {hi_all} but --n-features is {opts.n_features}"
+                    f"{path} uses feature index {hi_all} but {opts.width_source} has "
+                    f"{opts.n_features} features"
                 )
             )
         width = opts.n_features

@@ -325,14 +325,17 @@ def _check_libsvm(
 
 
 # ------------------------------------------------------------------------------------- CSV
+def is_csv_header(line: str) -> bool:
+    """The header rule: a CSV file's first line is a header if a non-empty field is not a number."""
+    return any(f and not _is_float(f) for f in (s.strip() for s in line.split(",")))
+
+
 def _parse_csv(lines: list[str], path: str, base: int, label_column: int) -> TextRows:
     start = 0
     expected: int | None = None
     header = False
-    if base == 0 and lines and lines[0].strip():
-        fields = [s.strip() for s in lines[0].split(",")]
-        if any(s and not _is_float(s) for s in fields):
-            header, start, expected = True, 1, len(fields)
+    if base == 0 and lines and lines[0].strip() and is_csv_header(lines[0]):
+        header, start, expected = True, 1, len(lines[0].split(","))
     rows = [s.strip() for s in lines[start:]]
     rows = [s for s in rows if s]
     if not rows and not header:

@@ -59,11 +59,11 @@ class Launch:
         return f"exit {self.returncode}: {tail[-1] if tail else 'no message'}"
 
 
-def bench_env(threads: int | None = 1) -> dict[str, str]:
+def bench_env(threads: int | None = 1, project: str | None = None) -> dict[str, str]:
     """The environment of a launch: mpi_sgd importable, BLAS threads set or left unset.
 
-    ``mpi_sgd`` is imported from ``$MPI_SGD_BENCH_PROJECT`` when set (a checkout or a snapshot
-    of another version), else from this repository.
+    ``mpi_sgd`` is imported from ``project``, else ``$MPI_SGD_BENCH_PROJECT`` (a checkout or a
+    snapshot of another version), else this repository.
 
     Parameters
     ----------
@@ -76,7 +76,7 @@ def bench_env(threads: int | None = 1) -> dict[str, str]:
         env.pop(name, None)
         if threads is not None:
             env[name] = str(threads)
-    project = os.environ.get(PROJECT_VAR, ROOT)
+    project = project or os.environ.get(PROJECT_VAR, ROOT)
     env["PYTHONPATH"] = os.pathsep.join([project, BENCH_DIR, env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -97,17 +97,24 @@ def script(name: str) -> str:
     return os.path.join(BENCH_DIR, name)
 
 
-def run(cmd: list[str], timeout: float, threads: int | None = 1) -> Launch:
-    """Run ``cmd`` from the repository root and collect its JSON lines.
+def run(
+    cmd: list[str], timeout: float, threads: int | None = 1, project: str | None = None
+) -> Launch:
+    """Run ``cmd`` and collect its JSON lines.
+
+    The working directory and the first ``PYTHONPATH`` entry are ``project`` (else
+    ``$MPI_SGD_BENCH_PROJECT``, else this repository), so ``python -m mpi_sgd...`` imports that
+    copy of mpi_sgd (``-m`` puts the working directory first on ``sys.path``).
 
     A launch still running after ``timeout`` seconds is killed (its whole process group, so no
     rank is left behind) and reported with return code -1.
     """
     t0 = time.perf_counter()
+    project = project or os.environ.get(PROJECT_VAR, ROOT)
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT,
-        env=bench_env(threads),
+        cwd=project,
+        env=bench_env(threads, project),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -167,22 +167,29 @@ def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadD
         return []
     ar = floors["allreduce"].get(str(w.n_params + 2), {}).get("us")
     rows = []
+    variants = sorted(
+        {r.system for r in results if r.workload == w.name and r.system.startswith(MPI_SGD)}
+    )
     for batch in _batches(results, w.name):
-        ok = [r for r in _cell(results, w.name, batch, MPI_SGD) if r.error is None and r.epochs]
-        if not ok:
-            continue
-        steady = [e for r in ok for e in (r.epochs[1:] or r.epochs)]
-        comm = [e["allreduce_seconds"] for e in steady]
-        epoch = [e["train_seconds"] for e in steady]
         steps = -(-w.n_train // (2 * batch))
         floor = f"{steps * ar / 1e6:.3g}" if ar else "–"
-        rows.append([str(batch), str(steps), fmt_range(epoch), fmt_range(comm), floor])
+        for system in variants:
+            cell = _cell(results, w.name, batch, system)
+            ok = [r for r in cell if r.error is None and r.epochs]
+            if not ok:
+                continue
+            steady = [e for r in ok for e in (r.epochs[1:] or r.epochs)]
+            comm = [e["allreduce_seconds"] for e in steady]
+            epoch = [e["train_seconds"] for e in steady]
+            row = [str(batch), system, str(steps), fmt_range(epoch), fmt_range(comm), floor]
+            rows.append(row)
     if not rows:
         return []
     header = [
         "per-rank batch",
+        "system",
         "steps/epoch",
-        "mpi_sgd epoch s",
+        "epoch s",
         "of which Allreduce s",
         "naive floor: steps × raw 2 MiB Allreduce (s)",
     ]
@@ -203,11 +210,15 @@ def profile_section(profile: list[dict]) -> list[str]:
     if not profile:
         return []
     out = ["## Where one rank's step time goes (µs per step, one process, no Allreduce)", ""]
-    for wname in sorted({p["workload"] for p in profile}):
-        recs = [p for p in profile if p["workload"] == wname and "component" in p]
-        errors = [p["error"] for p in profile if p["workload"] == wname and "error" in p]
+    keys = sorted({(p["workload"], p.get("version", MPI_SGD)) for p in profile})
+    for wname, version in keys:
+        mine = [
+            p for p in profile if (p["workload"], p.get("version", MPI_SGD)) == (wname, version)
+        ]
+        recs = [p for p in mine if "component" in p]
+        errors = [p["error"] for p in mine if "error" in p]
         if not recs:
-            out += [f"{wname}: profile failed: {'; '.join(errors)}", ""]
+            out += [f"{wname}, {version}: profile failed: {'; '.join(errors)}", ""]
             continue
         batch = recs[0]["batch"]
         rows = [
@@ -220,14 +231,16 @@ def profile_section(profile: list[dict]) -> list[str]:
             for p in recs
         ]
         out += [
-            f"{wname}, per-rank batch {batch}:",
+            f"{wname}, per-rank batch {batch}, `{version}`:",
             "",
-            markdown_table(["component", "mpi_sgd", "bare loop", "difference"], rows),
+            markdown_table(["component", version, "bare loop", "difference"], rows),
             "",
         ]
     out += [
         "Made by `scripts/bench/profile_step.py`: rank 0's rows, mpi_sgd's own objects on a "
-        "one-rank communicator, its callables wrapped in timers; medians over one epoch's steps.",
+        "one-rank communicator, its callables wrapped in timers; medians over one epoch's steps. "
+        "Work a version does outside the wrapped callables (e.g. an inlined gather or loss) "
+        "lands in “rest of Trainer.step”.",
         "",
     ]
     return out
@@ -255,7 +268,9 @@ def render(
         "",
         f"Run on {info['date']}, {info['minutes']:.1f} minutes; load average (1/5/15 min) "
         f"{info['load'][0]} before, {info['load'][1]} after (a shared machine: compare within "
-        f"a run, by the ratios). mpi_sgd: {info['project']}.",
+        f"a run, by the ratios). mpi_sgd: {info['project']}"
+        + (f"; compared with {', '.join(info['compare'])}" if info.get("compare") else "")
+        + ".",
         "",
         markdown_table(["machine", ""], [list(kv) for kv in info["machine"]]),
         "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -33,11 +34,14 @@ from systems import (
     DDP,
     MPI_SGD,
     MPI_SGD_2T,
+    MPI_SGD_DENSE,
     RUNNERS,
     SK_LBFGS,
     SK_SGD,
+    Runner,
     RunResult,
     Settings,
+    run_mpi_sgd,
 )
 from workloads import DEFAULT_CACHE, WorkloadData, ensure_workload
 
@@ -60,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="epochs of every launch (default: W1 4, W3 3, W2 2)")
     p.add_argument("--lr", type=float, help="learning rate (default: min(1, 0.1 * batch / 256))")
     p.add_argument("--schedule", choices=("constant", "invscaling"), default="invscaling")
-    p.add_argument("--systems", help="comma-separated subset of: " + ", ".join(RUNNERS))
+    p.add_argument(
+        "--systems",
+        help="comma-separated subset of: " + ", ".join(RUNNERS) + f", {MPI_SGD_DENSE}",
+    )
     p.add_argument("--smoke", action="store_true", help=f"scale {SMOKE_SCALE}, 1 rep, 1 epoch")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     p.add_argument("--cache", default=DEFAULT_CACHE, help="data cache (default: %(default)s)")
@@ -72,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=ROOT,
         help="directory to import mpi_sgd from, e.g. a snapshot of another commit (default: "
         "this checkout)",
+    )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run the mpi_sgd in DIR as system 'mpi_sgd @ LABEL' (repeatable)",
     )
     a = p.parse_args(argv)
     if a.smoke:
@@ -86,12 +100,29 @@ def lr_for(batch: int, a: argparse.Namespace) -> float:
     return a.lr if a.lr is not None else min(1.0, 0.1 * batch / 256)
 
 
-def available_systems(a: argparse.Namespace) -> list[str]:
+def build_runners(a: argparse.Namespace) -> dict[str, Runner]:
+    """The launchers of every system: the fixed ones, plus one per ``--compare`` version and
+    mpi_sgd with ``--exchange dense`` when the main version has that flag."""
+    runners: dict[str, Runner] = {MPI_SGD: RUNNERS[MPI_SGD]}
+    for spec in a.compare:
+        label, _, path = spec.rpartition("=")
+        path = os.path.abspath(path)
+        name = f"{MPI_SGD} @ {label or os.path.basename(path)}"
+        runners[name] = functools.partial(run_mpi_sgd, name=name, project=path)
+    if "--exchange" in run(py_cmd(["-m", "mpi_sgd.train", "--help"]), 120).stdout:
+        runners[MPI_SGD_DENSE] = functools.partial(
+            run_mpi_sgd, name=MPI_SGD_DENSE, extra=("--exchange", "dense")
+        )
+    runners.update({k: v for k, v in RUNNERS.items() if k != MPI_SGD})
+    return runners
+
+
+def available_systems(a: argparse.Namespace, runners: dict[str, Runner]) -> list[str]:
     """The systems to run: those asked for whose libraries are importable."""
-    wanted = a.systems.split(",") if a.systems else list(RUNNERS)
-    unknown = set(wanted) - set(RUNNERS)
+    wanted = a.systems.split(",") if a.systems else list(runners)
+    unknown = set(wanted) - set(runners)
     if unknown:
-        raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {list(RUNNERS)}")
+        raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {list(runners)}")
     have = {
         DDP: importlib.util.find_spec("torch") is not None,
         SK_SGD: importlib.util.find_spec("sklearn") is not None,
@@ -101,10 +132,14 @@ def available_systems(a: argparse.Namespace) -> list[str]:
 
 
 def systems_for(w: WorkloadData, batch_index: int, systems: list[str]) -> list[str]:
-    """The systems of one cell: single-process sklearn once per workload, W2 MPI only."""
+    """The systems of one cell: single-process sklearn once per workload, W2 MPI only, the
+    dense-exchange variant on W2 only."""
     out = []
     for s in systems:
-        if w.sparse and s not in (MPI_SGD, BARE):
+        is_mpi_sgd_version = s == MPI_SGD or s.startswith(MPI_SGD + " @ ")
+        if w.sparse and not (is_mpi_sgd_version or s in (BARE, MPI_SGD_DENSE)):
+            continue
+        if not w.sparse and s == MPI_SGD_DENSE:
             continue
         if s in (SK_SGD, SK_LBFGS) and batch_index > 0:
             continue
@@ -121,7 +156,7 @@ def settings_for(system: str, w: WorkloadData, batch: int, a: argparse.Namespace
         epochs = min(epochs, 2)
     if system == DDP and batch < MANY_STEPS_BATCH:
         epochs = 1
-    return Settings(batch, epochs, lr_for(batch, a), a.schedule, a.ranks, a.timeout)
+    return Settings(batch, epochs, lr_for(batch, a), a.schedule, a.ranks, a.timeout, a.project)
 
 
 # ----------------------------------------------------------------------------- references
@@ -163,7 +198,12 @@ def measure_floors(workloads: list[WorkloadData], a: argparse.Namespace) -> dict
 
 
 def profile_steps(workloads: list[WorkloadData], a: argparse.Namespace) -> list[dict]:
-    """The per-step breakdown of :mod:`profile_step` for the dense workloads."""
+    """The per-step breakdown of :mod:`profile_step` for the dense workloads, for the main
+    mpi_sgd and each ``--compare`` version."""
+    versions = [(MPI_SGD, a.project)]
+    for spec in a.compare:
+        label, _, path = spec.rpartition("=")
+        versions.append((f"{MPI_SGD} @ {label or os.path.basename(path)}", os.path.abspath(path)))
     records = []
     for w in workloads:
         if w.sparse:
@@ -171,11 +211,12 @@ def profile_steps(workloads: list[WorkloadData], a: argparse.Namespace) -> list[
         batch = min(int(b) for b in a.batch_sizes.split(","))
         args = [script("profile_step.py"), "--data", w.train, "--model", w.model]
         args += ["--batch-size", str(batch), "--ranks", str(a.ranks)]
-        res = run(py_cmd(args), a.timeout)
-        for r in res.records:
-            records.append({"workload": w.name, "batch": batch, **r})
-        if not res.ok:
-            records.append({"workload": w.name, "error": res.error()})
+        for name, path in versions:
+            res = run(py_cmd(args), a.timeout, project=path)
+            for r in res.records:
+                records.append({"workload": w.name, "batch": batch, "version": name, **r})
+            if not res.ok:
+                records.append({"workload": w.name, "version": name, "error": res.error()})
     return records
 
 
@@ -189,7 +230,10 @@ def describe_project(path: str) -> str:
 
 # ------------------------------------------------------------------------------------ run
 def run_cells(
-    workloads: list[WorkloadData], systems: list[str], a: argparse.Namespace
+    workloads: list[WorkloadData],
+    systems: list[str],
+    runners: dict[str, Runner],
+    a: argparse.Namespace,
 ) -> list[RunResult]:
     """Every cell, repetition and system, interleaved."""
     batches = [int(b) for b in a.batch_sizes.split(",")]
@@ -202,7 +246,7 @@ def run_cells(
     ]
     results = []
     for i, (w, _, batch, rep, system) in enumerate(plan, 1):
-        r = RUNNERS[system](w, settings_for(system, w, batch, a), rep)
+        r = runners[system](w, settings_for(system, w, batch, a), rep)
         results.append(r)
         med = epoch_median(r) if r.epochs else None
         what = r.error or (
@@ -219,11 +263,13 @@ def run_cells(
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    os.environ[PROJECT_VAR] = os.path.abspath(a.project)
+    a.project = os.path.abspath(a.project)
+    os.environ[PROJECT_VAR] = a.project
     t0 = time.perf_counter()
     started = datetime.datetime.now().astimezone()
     load_before = machine.load_average()
-    systems = available_systems(a)
+    runners = build_runners(a)
+    systems = available_systems(a, runners)
     names = [n.strip() for n in a.workloads.split(",") if n.strip()]
     workloads = [ensure_workload(n, a.w2_scale if n == "W2" else a.scale, a.cache) for n in names]
     print(f"data ready under {a.cache}; systems: {', '.join(systems)}", file=sys.stderr)
@@ -233,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         optimum = ensure_optimum(w1, a.timeout)
         print(f"W1 optimum: {optimum}", file=sys.stderr)
     floors = measure_floors(workloads, a)
-    results = run_cells(workloads, systems, a)
+    results = run_cells(workloads, systems, runners, a)
     profile = [] if a.no_profile else profile_steps(workloads, a)
     info = {
         "command": "python scripts/bench/run.py " + shlex.join(argv if argv else sys.argv[1:]),
@@ -242,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": (load_before, machine.load_average()),
         "minutes": (time.perf_counter() - t0) / 60,
         "project": describe_project(a.project),
+        "compare": [f"`{c}`" for c in a.compare],
     }
     text = render(info, a, workloads, systems, results, optimum, floors, profile)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -17,6 +17,7 @@ from workloads import WorkloadData
 
 MPI_SGD = "mpi_sgd"
 MPI_SGD_2T = "mpi_sgd --blas-threads 2"
+MPI_SGD_DENSE = "mpi_sgd --exchange dense"
 BARE = "bare loop"
 BARE_INDEX = "bare loop, X[idx] gather"
 DDP = "torch DDP (gloo)"
@@ -39,6 +40,8 @@ class Settings:
     ranks : int
     timeout : float
         Seconds before a launch is killed.
+    project : str or None
+        The directory mpi_sgd is imported from (None: the suite's default).
     """
 
     batch: int
@@ -47,6 +50,7 @@ class Settings:
     schedule: str
     ranks: int
     timeout: float
+    project: str | None = None
 
 
 @dataclass
@@ -127,9 +131,18 @@ def _epochs_from(records: list[dict], out: RunResult) -> RunResult:
 
 
 def run_mpi_sgd(
-    w: WorkloadData, s: Settings, rep: int, blas_threads: int = 1, name: str = MPI_SGD
+    w: WorkloadData,
+    s: Settings,
+    rep: int,
+    blas_threads: int = 1,
+    name: str = MPI_SGD,
+    extra: tuple[str, ...] = (),
+    project: str | None = None,
 ) -> RunResult:
-    """``mpiexec -n R python -m mpi_sgd.train ... --metrics FILE --quiet``."""
+    """``mpiexec -n R python -m mpi_sgd.train ... --metrics FILE --quiet [extra]``.
+
+    ``project`` is the directory to import mpi_sgd from (default: ``s.project``).
+    """
     with tempfile.TemporaryDirectory(prefix="mpi_sgd_bench_") as tmp:
         metrics = os.path.join(tmp, "metrics.jsonl")
         args = [
@@ -147,8 +160,10 @@ def run_mpi_sgd(
             "none",
             "--blas-threads",
             str(blas_threads),
+            *extra,
         ]
-        res = run(mpi_cmd(s.ranks, ["-m", "mpi_sgd.train", *args]), s.timeout, blas_threads)
+        cmd = mpi_cmd(s.ranks, ["-m", "mpi_sgd.train", *args])
+        res = run(cmd, s.timeout, blas_threads, project or s.project)
         records = [r for r in read_json_lines(metrics) if r.get("event") == "epoch"]
     return _epochs_from(records, _result(name, w, s, rep, res))
 
@@ -201,7 +216,9 @@ def run_sk_lbfgs(w: WorkloadData, s: Settings, rep: int) -> RunResult:
     return _run_sklearn("lbfgs", SK_LBFGS, w, s, rep)
 
 
-RUNNERS: dict[str, Callable[[WorkloadData, Settings, int], RunResult]] = {
+Runner = Callable[[WorkloadData, Settings, int], RunResult]
+
+RUNNERS: dict[str, Runner] = {
     MPI_SGD: run_mpi_sgd,
     MPI_SGD_2T: run_mpi_sgd_2t,
     BARE: run_bare,

@@ -9,7 +9,14 @@ import sys
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MPIEXEC = os.environ.get("MPI_SGD_TEST_MPIEXEC") or shutil.which("mpiexec") or "mpiexec"
+_BESIDE_PYTHON = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+# The mpiexec of the MPI wheel installed with this Python (a venv's bin/), else PATH's.
+MPIEXEC = (
+    os.environ.get("MPI_SGD_TEST_MPIEXEC")
+    or (_BESIDE_PYTHON if os.path.exists(_BESIDE_PYTHON) else None)
+    or shutil.which("mpiexec")
+    or "mpiexec"
+)
 # e.g. "--oversubscribe" for Open MPI when running more ranks than cores
 MPIEXEC_ARGS = os.environ.get("MPI_SGD_TEST_MPIEXEC_ARGS", "").split()
 

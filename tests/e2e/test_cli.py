@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -190,3 +192,53 @@ def test_divergence_stops_all_ranks_with_advice(tmp_path):
     assert res.returncode == 4, res
     errors = error_lines(res.stderr)
     assert len(errors) == 1 and "smaller --lr" in errors[0], res
+
+
+def test_ranks_started_with_different_arguments_fail_fast_instead_of_hanging(tmp_path):
+    """An MPMD launch giving the ranks different flags: exit 2 with one message, no hang."""
+    from tests.e2e.helpers import MPIEXEC, ROOT, env
+
+    base = [sys.executable, "-m", "mpi_sgd.train", "--epochs", "1"]
+    cmd = [MPIEXEC, "-n", "1", *base, "--eval-train", ":", "-n", "1", *base]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 1 and "ranks were started with different arguments" in errors[0]
+
+
+def test_a_directory_named_synthetic_is_read_as_data(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 3))
+    path = write_npy(str(tmp_path / "synthetic_data"), X, (X[:, 0] > 0).astype(float))
+    res = mpirun(2, ["--train", path, "--epochs", "1"], timeout=60)
+    assert res.returncode == 0, res
+    assert "50 rows x 3 features" in res.stdout, res
+
+
+def test_a_test_set_of_another_width_names_the_training_data(tmp_path):
+    rng = np.random.default_rng(5)
+    train = write_npy(str(tmp_path / "tr"), rng.standard_normal((40, 3)), np.arange(40) % 2.0)
+    test = write_npy(str(tmp_path / "te"), rng.standard_normal((40, 4)), np.arange(40) % 2.0)
+    res = mpirun(2, ["--train", train, "--test", test, "--epochs", "1"], timeout=60)
+    assert res.returncode == 3, res
+    assert "has 4 features but the training data" in res.stderr and "has 3" in res.stderr, res
+
+
+def test_libsvm_index_base_can_be_forced(tmp_path):
+    """A zero-based file that never uses index 0 would be read one-based; the flag fixes it."""
+    path = tmp_path / "z.svm"
+    path.write_text("".join(f"{i % 2} 1:{i}.5 2:1\n" for i in range(30)))
+    auto = mpirun(2, ["--train", str(path), "--epochs", "1"], timeout=60)
+    forced = mpirun(
+        2, ["--train", str(path), "--epochs", "1", "--libsvm-index-base", "0"], timeout=60
+    )
+    assert auto.returncode == 0 and forced.returncode == 0, (auto, forced)
+    assert "x 2 features" in auto.stdout and "x 3 features" in forced.stdout, (auto, forced)

@@ -439,3 +439,32 @@ def test_sparse_exchange_equals_the_dense_allreduce(comm, model, shuffle):
         results.append(lm.params.copy())
     assert_allclose_all(comm, results[1], results[0], rtol=1e-10, atol=1e-13, what="sparse")
     assert_all(comm, np.abs(results[0]).max() > 0.01, "the model moved")
+
+
+@pytest.mark.parametrize("scheme", ["strided", "random"])
+def test_strided_and_random_partitions_read_exactly_the_owned_rows(comm, shared_dir, scheme):
+    rng = np.random.default_rng(12)
+    X = np.round(rng.standard_normal((61, 5)), 2)
+    X[rng.random(X.shape) < 0.5] = 0.0
+    y = (rng.random(61) < 0.5).astype(float)
+    root = os.path.join(shared_dir, f"part-{scheme}")
+    paths = _write_all_formats(root, X, y) if comm.is_root else {}
+    comm.barrier()
+    for name in ("npy", "csr"):
+        path = comm.allgather_str(paths.get(name, ""))[0]
+        data = load_dataset(path, comm, ReadOptions(partition=scheme, seed=3))
+        ids = data.ownership.global_ids()
+        dense = data.X.toarray() if sp.issparse(data.X) else np.asarray(data.X)
+        assert_allclose_all(comm, dense, X[ids], rtol=0, what=f"{name} {scheme} rows")
+        seen = np.zeros(61, dtype=np.int64)
+        seen[ids] += 1
+        comm.allreduce_sum_(seen)
+        assert_all(comm, bool(np.all(seen == 1)), f"{name} {scheme}: each row on one rank")
+    from mpi_sgd.data import synthetic
+
+    spec_text = "synthetic:binary,rows=9000,features=3"
+    data = load_dataset(spec_text, comm, ReadOptions(partition=scheme, seed=3))
+    ids = data.ownership.global_ids()
+    X_all, y_all = synthetic.generate_rows(synthetic.parse_synthetic(spec_text), "train", 0, 9000)
+    assert_allclose_all(comm, data.X, X_all[ids], rtol=0, what=f"synthetic {scheme}")
+    assert_allclose_all(comm, data.y, y_all[ids], rtol=0, what=f"synthetic {scheme} labels")
