@@ -25,8 +25,14 @@ TEST=${TEST:-}                     # empty: none (a synthetic TRAIN evaluates it
 MODEL=${MODEL:-logistic}           # logistic | softmax | hinge | squared
 EPOCHS=${EPOCHS:-10}
 BATCH_SIZE=${BATCH_SIZE:-256}      # global batch: rows per step summed over all ranks
-OUTPUT=${OUTPUT:-runs/mpi_sgd-${PBS_JOBID:-local}}
+OUTPUT=${OUTPUT:-runs/mpi_sgd-${PBS_JOBID%%.*}}  # a resubmitted run keeps its first job's
 TRAIN_ARGS=${TRAIN_ARGS:-}         # more mpi_sgd.train flags, e.g. "--optimizer adam --lr 0.01"
+WALLTIME_SECONDS=${WALLTIME_SECONDS:-3600}  # keep equal to "-l walltime" above
+STOP_MARGIN=${STOP_MARGIN:-300}    # stop this many seconds before the walltime, checkpoint first
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-$OUTPUT/checkpoints}  # on a file system every node sees
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-1000}  # also checkpoint every N steps (0: epochs only)
+RESUBMIT=${RESUBMIT:-1}            # after a timed stop, qsub this script again to continue
+SELF=${SELF:-scripts/pbs_train.sh} # this script, relative to the qsub directory
 VENV=${VENV:-.venv}                # activated if it exists
 PYTHON=${PYTHON:-python}
 THREADS=${THREADS:-1}              # BLAS threads per rank; mpiprocs x THREADS <= ncpus
@@ -76,11 +82,18 @@ if [ -n "$TRAIN_ARGS" ]; then
     read -r -a extra <<< "$TRAIN_ARGS"
 fi
 
-# ==== CHECKPOINT / RESUME: reserved for a later change ========================================
-# Flags for checkpointing and resuming (PBS sends no warning signal before the walltime, so a
-# time-based stop belongs here too, plus the handling of the trainer's "stopped, resume me"
-# exit code) go here. They are added to CHECKPOINT_ARGS, which is already passed below.
-CHECKPOINT_ARGS=()
+# ==== checkpoint / resume / resubmit ==========================================================
+# PBS sends no warning before the walltime, so the trainer stops itself STOP_MARGIN seconds
+# early (--stop-after): every rank finishes its step, a checkpoint is written, exit code 75.
+# --resume continues from the newest valid checkpoint (or starts fresh), so the same script
+# serves the first job and every resubmitted one. SIGTERM (qdel, preemption) stops the same way.
+stop_after=$(( WALLTIME_SECONDS - STOP_MARGIN ))
+if [ "$stop_after" -lt 1 ]; then
+    echo "pbs_train.sh: STOP_MARGIN must be smaller than WALLTIME_SECONDS" >&2
+    exit 2
+fi
+CHECKPOINT_ARGS=(--checkpoint-dir "$CHECKPOINT_DIR" --resume --checkpoint-every "$CHECKPOINT_EVERY"
+                 --stop-after "$stop_after")
 # ==============================================================================================
 
 echo "mpi_sgd: job ${PBS_JOBID:-?} on $NODES node(s) x $TASKS_PER_NODE process(es) = $NP rank(s)," \
@@ -93,4 +106,15 @@ rc=0
     ${extra[@]+"${extra[@]}"} ${CHECKPOINT_ARGS[@]+"${CHECKPOINT_ARGS[@]}"} || rc=$?
 
 echo "mpi_sgd.train exit code: $rc (see \"Exit codes\" in docs/usage.md)"
+if [ "$rc" -eq 75 ] && [ "$RESUBMIT" = 1 ]; then
+    # The run settings travel with -v (values must not contain commas).
+    settings="OUTPUT=$OUTPUT,CHECKPOINT_DIR=$CHECKPOINT_DIR,TRAIN=$TRAIN,TEST=$TEST,MODEL=$MODEL"
+    settings="$settings,EPOCHS=$EPOCHS,BATCH_SIZE=$BATCH_SIZE,WALLTIME_SECONDS=$WALLTIME_SECONDS"
+    settings="$settings,STOP_MARGIN=$STOP_MARGIN,CHECKPOINT_EVERY=$CHECKPOINT_EVERY,SELF=$SELF"
+    settings="$settings,VENV=$VENV,PYTHON=$PYTHON,THREADS=$THREADS,MPIEXEC=$MPIEXEC"
+    settings="$settings,TRAIN_ARGS=$TRAIN_ARGS"
+    echo "mpi_sgd: checkpoint written; submitting $SELF again to continue"
+    qsub -v "$settings" "$SELF"
+    exit 0
+fi
 exit "$rc"

@@ -13,6 +13,9 @@
 #SBATCH --cpus-per-task=1
 #SBATCH --time=01:00:00
 #SBATCH --output=mpi_sgd-%j.out
+#SBATCH --open-mode=append      # a requeued run appends to the same log
+#SBATCH --signal=B:USR1@120     # warn this script 120 s before the time limit...
+#SBATCH --requeue               # ...so the run checkpoints, exits 75 and is requeued here
 # Site-specific, uncomment as needed:
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
@@ -31,6 +34,9 @@ EPOCHS=${EPOCHS:-10}
 BATCH_SIZE=${BATCH_SIZE:-256}      # global batch: rows per step summed over all ranks
 OUTPUT=${OUTPUT:-runs/mpi_sgd-${SLURM_JOB_ID:-local}}
 TRAIN_ARGS=${TRAIN_ARGS:-}         # more mpi_sgd.train flags, e.g. "--optimizer adam --lr 0.01"
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-$OUTPUT/checkpoints}  # on a file system every node sees
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-1000}  # also checkpoint every N steps (0: epochs only)
+MAX_REQUEUES=${MAX_REQUEUES:-20}   # stop requeueing after this many restarts
 VENV=${VENV:-.venv}                # activated if it exists
 PYTHON=${PYTHON:-python}
 
@@ -77,11 +83,12 @@ if [ -n "$TRAIN_ARGS" ]; then
     read -r -a extra <<< "$TRAIN_ARGS"
 fi
 
-# ==== CHECKPOINT / RESUME / REQUEUE: reserved for a later change ==============================
-# Flags for checkpointing and resuming (and the #SBATCH lines for a warning signal and
-# requeueing, plus the handling of the trainer's "stopped, resume me" exit code) go here.
-# They are added to CHECKPOINT_ARGS, which is already passed to the trainer below.
-CHECKPOINT_ARGS=()
+# ==== checkpoint / resume / requeue ===========================================================
+# --resume continues from the newest valid checkpoint (or starts fresh the first time), so the
+# same script serves the first run and every requeued one. On SIGUSR1 (the --signal warning
+# above) or SIGTERM (preemption), every rank finishes its step, writes a checkpoint and the
+# trainer exits 75; the script then requeues the job (same job id, same OUTPUT).
+CHECKPOINT_ARGS=(--checkpoint-dir "$CHECKPOINT_DIR" --resume --checkpoint-every "$CHECKPOINT_EVERY")
 # ==============================================================================================
 
 echo "mpi_sgd: job ${SLURM_JOB_ID:-?} on $NODES node(s) x $TASKS_PER_NODE task(s) = $NTASKS rank(s)," \
@@ -92,9 +99,28 @@ echo "mpi_sgd: job ${SLURM_JOB_ID:-?} on $NODES node(s) x $TASKS_PER_NODE task(s
 # wheel from PyPI (pip install '.[mpich]'), srun may be unable to start it: use
 #   mpiexec -n "$NTASKS" "$PYTHON" -m mpi_sgd.train ...
 # in its place.
-rc=0
+#
+# srun runs in the background so that this shell can pass the warning signal (sent to the batch
+# shell only, "B:") on to it; srun forwards it to every rank.
 srun "$PYTHON" -m mpi_sgd.train "${args[@]}" \
-    ${extra[@]+"${extra[@]}"} ${CHECKPOINT_ARGS[@]+"${CHECKPOINT_ARGS[@]}"} || rc=$?
+    ${extra[@]+"${extra[@]}"} ${CHECKPOINT_ARGS[@]+"${CHECKPOINT_ARGS[@]}"} &
+launcher=$!
+trap 'echo "mpi_sgd: got SIGUSR1, asking the ranks to checkpoint and stop"; kill -USR1 "$launcher" 2>/dev/null || true' USR1
+trap 'echo "mpi_sgd: got SIGTERM, asking the ranks to checkpoint and stop"; kill -TERM "$launcher" 2>/dev/null || true' TERM
+while :; do
+    rc=0
+    wait "$launcher" || rc=$?
+    kill -0 "$launcher" 2>/dev/null || break   # still running: wait was cut short by a signal
+done
 
 echo "mpi_sgd.train exit code: $rc (see \"Exit codes\" in docs/usage.md)"
+if [ "$rc" -eq 75 ]; then
+    restarts=${SLURM_RESTART_COUNT:-0}
+    if [ -n "${SLURM_JOB_ID:-}" ] && [ "$restarts" -lt "$MAX_REQUEUES" ]; then
+        echo "mpi_sgd: checkpoint written; requeueing job $SLURM_JOB_ID (restart $((restarts + 1)))"
+        scontrol requeue "$SLURM_JOB_ID"
+        exit 0
+    fi
+    echo "mpi_sgd: checkpoint written; not requeueing (restart count $restarts of $MAX_REQUEUES)"
+fi
 exit "$rc"

@@ -199,7 +199,7 @@ def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadD
         markdown_table(header, rows),
         "",
         f"The gradient has {w.n_params:,} float64 ({8 * w.n_params / 2**20:.1f} MiB) although a "
-        "batch touches a few thousand features; the current design sends all of it every step. "
+        "batch touches a few thousand features; the dense exchange sends all of it every step. "
         "`Allreduce s` includes waiting for the slower rank.",
         "",
     ]
