@@ -35,7 +35,9 @@ class LinearModel:
         self.n_features = int(n_features)
         self.n_outputs = int(n_outputs)
         self.fit_intercept = fit_intercept
-        self.params = np.zeros(self.n_params, dtype=np.float64)
+        self.params = np.zeros(self.n_params, dtype=np.float64)  # updated in place, never rebound
+        self._coef = self.params[: self.n_penalised].reshape(self.n_outputs, self.n_features)
+        self._intercept = self.params[self.n_penalised :]
         self._scores_ws = np.empty((0,) if self.n_outputs == 1 else (0, self.n_outputs))
         self._coef32 = np.empty((0, 0), dtype=np.float32)
         self._gcoef32 = np.empty((0, 0), dtype=np.float32)
@@ -52,13 +54,13 @@ class LinearModel:
 
     @property
     def coef(self) -> np.ndarray:
-        """View of shape (n_outputs, n_features)."""
-        return self.params[: self.n_penalised].reshape(self.n_outputs, self.n_features)
+        """View of shape (n_outputs, n_features) into ``params``."""
+        return self._coef
 
     @property
     def intercept(self) -> np.ndarray:
-        """View of shape (n_outputs,)."""
-        return self.params[self.n_penalised :]
+        """View of shape (n_outputs,) into ``params``."""
+        return self._intercept
 
     def scores(self, X: np.ndarray | sp.csr_matrix, out: np.ndarray | None = None) -> np.ndarray:
         """Decision values: shape (m,) for one output, (m, n_outputs) otherwise.

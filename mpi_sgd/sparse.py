@@ -5,7 +5,8 @@ rows touch (plus the intercept). The dense design costs, per step, one Allreduce
 ``(d + 1) k`` vector (2 MiB for d = 2^18) and several passes over it (normalising, the L2
 term, the update). The sparse step instead:
 
-1. computes the local gradient on the touched columns ``u`` only (values ``v``, shape (k, |u|));
+1. computes the local gradient on the touched columns ``u`` only (values ``v``, shape (k, |u|)),
+   finding them without sorting (see :meth:`SparseStep.local_gradient`);
 2. exchanges ``[u, v, intercept gradient, loss sum, row count, stop vote]`` with one
    ``Allgather`` of lengths and one ``Allgatherv`` — about ``|u| (k + 1)`` numbers per rank
    instead of ``(d + 1) k``;
@@ -33,18 +34,22 @@ from mpi_sgd.comm import Communicator
 from mpi_sgd.model import LinearModel
 
 FOLD_BELOW = 1e-6
+PAYOFF = 6.0  # the sparse payload must be this many times smaller than the parameters
 
 
 def sparse_exchange_pays(
     nnz_per_row: float, rows_per_rank_step: float, n_ranks: int, n_outputs: int, n_params: int
 ) -> bool:
-    """Whether exchanging touched coordinates beats one dense Allreduce (the ``auto`` rule).
+    """Whether the sparse step beats the dense one (the ``auto`` rule).
 
     The sparse payload is at most ``nnz * (k + 1)`` numbers per rank and every rank receives all
-    of them; the dense Allreduce moves about ``2 * n_params`` per rank.
+    of them. Its per-entry work is random access, so it must be several times smaller than the
+    dense vector to pay: on W2 (d = 2^18, 60 non-zeros per row, 2 ranks) sparse won at 32 and
+    128 rows per rank and step (payload 34x and 8.5x smaller: 2.3x and 1.65x faster epochs)
+    and lost at 256 (4.3x smaller: 1.36x slower). Hence the factor :data:`PAYOFF`.
     """
     payload = nnz_per_row * rows_per_rank_step * (n_outputs + 1) * n_ranks
-    return payload < n_params
+    return payload * PAYOFF < n_params
 
 
 class SparseStep:
@@ -64,18 +69,21 @@ class SparseStep:
         self.l2 = l2
         self.scale = 1.0
         d, k = model.n_features, model.n_outputs
-        self._acc = np.zeros((d, k))  # scatter target, kept all-zero between uses
+        # Scratch of length d, touched only where a batch has non-zeros (kept clean after use).
+        self._acc = np.zeros(d) if k == 1 else np.zeros((d, k))
         self._mark = np.zeros(d, dtype=bool)
+        self._slot = np.zeros(d, dtype=np.int32)  # half the cache footprint of int64
+        self._arange = np.arange(0, dtype=np.int32)
         self.allreduce_seconds = 0.0
 
     # ----------------------------------------------------------------------- local gradient
     def local_gradient(
         self, X: sp.csr_matrix, y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Touched columns ``u`` (sorted), their gradient sums (k, |u|), the intercept's (k,)
-        and the loss sum, for this rank's batch."""
+        """Touched columns ``u``, their gradient sums (k, |u|), the intercept's (k,) and the
+        loss sum, for this rank's batch. O(nnz): no sort and no pass over all ``d`` columns."""
         model, k = self.model, self.model.n_outputs
-        m = X.shape[0]
+        m, nnz = X.shape[0], X.nnz
         if m == 0:
             return np.empty(0, np.int64), np.empty((k, 0)), np.zeros(k), 0.0
         coef = model.coef
@@ -91,13 +99,25 @@ class SparseStep:
         s2 = s.reshape(m, k)
         gint = s2.sum(axis=0) if model.fit_intercept else np.zeros(k)
         idx = X.indices
-        row_of = np.repeat(np.arange(m), np.diff(X.indptr))
-        contrib = X.data[:, None] * s2[row_of]  # (nnz, k)
-        np.add.at(self._acc, idx, contrib)
-        u = _sorted_unique(idx)
-        values = self._acc[u].T.copy()  # (k, |u|)
-        self._acc[u] = 0.0
-        return u.astype(np.int64, copy=False), values, gint, loss_sum
+        if self._arange.size < nnz:
+            self._arange = np.arange(max(nnz, 2 * self._arange.size), dtype=np.int32)
+        ar = self._arange[:nnz]
+        # Distinct columns without sorting: after slot[idx] = position (the last write wins),
+        # exactly one position per column reads itself back.
+        slot = self._slot
+        slot[idx] = ar
+        u = idx[slot[idx] == ar]
+        slot[u] = ar[: u.size]
+        where = slot[idx]  # each non-zero's position in u
+        row_of = np.repeat(ar[:m], np.diff(X.indptr))
+        values = np.empty((k, u.size))
+        if k == 1:
+            values[0] = np.bincount(where, weights=X.data * s[row_of], minlength=u.size)
+        else:
+            per_nnz = s2[row_of]  # (nnz, k)
+            for j in range(k):
+                values[j] = np.bincount(where, weights=X.data * per_nnz[:, j], minlength=u.size)
+        return u.astype(np.int64), values, gint, loss_sum
 
     # ----------------------------------------------------------------------------- exchange
     def exchange(
@@ -105,8 +125,9 @@ class SparseStep:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sum every rank's sparse gradient. Collective.
 
-        Returns the union of touched columns ``U`` (sorted), the summed values (k, |U|), the
-        summed intercept gradient (k,) and the summed ``scalars``.
+        Returns the union of touched columns ``U`` (in a rank-order-determined order, the same
+        on every rank), the summed values (k, |U|), the summed intercept gradient (k,) and the
+        summed ``scalars``. O(total touched): only touched entries are marked and cleared.
         """
         k = self.model.n_outputs
         payload = np.concatenate([u.astype(np.float64), values.ravel(), gint, scalars])
@@ -117,16 +138,23 @@ class SparseStep:
         acc, mark = self._acc, self._mark
         gint_sum = np.zeros(k)
         scalar_sum = np.zeros(n_scalars)
+        pieces = []
         for part in parts:  # rank order: the same sums, to the bit, on every rank
             n_u = (part.size - k - n_scalars) // (k + 1)
             cols = part[:n_u].astype(np.int64)
-            acc[cols] += part[n_u : n_u * (k + 1)].reshape(k, n_u).T
-            mark[cols] = True
+            fresh = cols[~mark[cols]]
+            mark[fresh] = True
+            pieces.append(fresh)
+            vals = part[n_u : n_u * (k + 1)].reshape(k, n_u)
+            if k == 1:
+                acc[cols] += vals[0]
+            else:
+                acc[cols] += vals.T
             gint_sum += part[n_u * (k + 1) : n_u * (k + 1) + k]
             scalar_sum += part[n_u * (k + 1) + k :]
-        union = np.flatnonzero(mark)
+        union = np.concatenate(pieces) if pieces else np.empty(0, np.int64)
         mark[union] = False
-        summed = acc[union].T.copy()
+        summed = acc[union].reshape(union.size, k).T.copy()
         acc[union] = 0.0
         return union, summed, gint_sum, scalar_sum
 
@@ -136,8 +164,11 @@ class SparseStep:
         model = self.model
         if self.l2:
             self.scale *= 1.0 - lr * self.l2
-        coef = model.coef
-        coef[:, union] -= (lr / self.scale) * grad
+        if model.n_outputs == 1:
+            row = model.coef[0]
+            row[union] -= (lr / self.scale) * grad[0]
+        else:
+            model.coef[:, union] -= (lr / self.scale) * grad
         if model.fit_intercept:
             model.intercept[:] -= lr * gint
         if self.scale < FOLD_BELOW:
@@ -148,14 +179,3 @@ class SparseStep:
         if self.scale != 1.0:
             self.model.coef[:] *= self.scale
             self.scale = 1.0
-
-
-def _sorted_unique(idx: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (a sort and a mask: much faster than ``np.unique`` here)."""
-    s = np.sort(idx)
-    if s.size == 0:
-        return s
-    keep = np.empty(s.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]

@@ -18,6 +18,7 @@ the number of ranks) keeps the mean exact when partitions are unequal or empty.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,6 +173,8 @@ class Trainer:
         self._buf = np.zeros(P + 3)  # [gradient sums..., loss sum, row count, stop votes]
         self._grad = self._buf[:P]
         self._prox_scratch = np.zeros(model.n_penalised)
+        self._params_pen = model.params[: model.n_penalised]  # views, made once
+        self._grad_pen = self._grad[: model.n_penalised]
         self._allreduce_seconds = 0.0
         self.sparse = SparseStep(model, comm, config.l2) if sparse else None
         if self.sparse is not None:
@@ -221,7 +224,9 @@ class Trainer:
             # empty; only tiny data or a --batch-size near the rank count makes every rank do so.
             return 0.0, 0.0
         grad /= count
-        if not (np.isfinite(loss_sum) and np.isfinite(grad.sum())):
+        # The summed loss turns non-finite whenever the scores do (features are checked finite
+        # at load); the parameters themselves are checked at every epoch end.
+        if not math.isfinite(loss_sum):
             raise everywhere(
                 DivergenceError(
                     f"training diverged at epoch {self.epochs_done + 1}, global step "
@@ -230,15 +235,16 @@ class Trainer:
                 )
             )
         c = self.config
-        n_pen = model.n_penalised
         if c.l2:
-            grad[:n_pen] += c.l2 * model.params[:n_pen]
+            np.multiply(self._params_pen, c.l2, out=self._prox_scratch)
+            self._grad_pen += self._prox_scratch
         step_size = self.optimizer.step(model.params, grad, lr)
         if c.l1:
+            n_pen = model.n_penalised
             threshold = c.l1 * (
                 step_size[:n_pen] if isinstance(step_size, np.ndarray) else step_size
             )
-            soft_threshold_(model.params[:n_pen], threshold, self._prox_scratch)
+            soft_threshold_(self._params_pen, threshold, self._prox_scratch)
         return loss_sum, count
 
     def _sparse_step(self, rows: slice | np.ndarray) -> tuple[float, float]:
@@ -392,8 +398,17 @@ def params_digest(params: np.ndarray) -> str:
 
 
 def check_identical_params(params: np.ndarray, comm: Communicator, when: str) -> None:
-    """Raise :class:`DivergenceError` on every rank if the ranks' parameters differ. Collective."""
-    digests = comm.allgather_str(params_digest(params))
+    """Raise :class:`DivergenceError` on every rank if the ranks' parameters differ or are not
+    finite. Collective."""
+    finite = bool(np.isfinite(params).all())
+    digests = comm.allgather_str(params_digest(params) + ("" if finite else "!nonfinite"))
+    if all(d.endswith("!nonfinite") for d in digests):
+        raise everywhere(
+            DivergenceError(
+                f"the parameters are not finite at {when}; try a smaller --lr, a warm-up, or "
+                "standardised features"
+            )
+        )
     if len(set(digests)) > 1:
         majority = max(set(digests), key=digests.count)
         odd = [r for r, d in enumerate(digests) if d != majority]
