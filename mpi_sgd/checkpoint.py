@@ -201,7 +201,7 @@ def find_latest(directory: str) -> tuple[Checkpoint | None, list[str]]:
         The checkpoint (None if there is none) and a note for each newer one that was skipped.
         Corrupt checkpoints are skipped for older ones; one of another format version raises.
     """
-    skipped = []
+    skipped: list[str] = []
     for step in list_checkpoints(directory):
         try:
             return load_checkpoint(checkpoint_paths(directory, step)[1]), skipped

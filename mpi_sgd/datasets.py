@@ -53,7 +53,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,6 +62,9 @@ from mpi_sgd.data.partition import block_range
 from mpi_sgd.data.synthetic import BLOCK_ROWS, KINDS, SyntheticSpec, generate_rows
 from mpi_sgd.data.text import is_csv_header
 from mpi_sgd.errors import ConfigError, MpiSgdError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = [
     "CHUNK_BYTES",
@@ -210,7 +213,7 @@ class _NpyAppender:
         if arr.shape[1:] != self.tail:
             raise ValueError(f"block of shape {arr.shape} does not fit rows of shape {self.tail}")
         if arr.size:
-            self._fh.write(memoryview(arr).cast("B"))
+            self._fh.write(memoryview(cast("Buffer", arr)).cast("B"))
         self.rows += arr.shape[0]
 
     def close(self) -> None:
@@ -317,7 +320,7 @@ def _chunks(spec: SyntheticSpec, split: str) -> Iterator[tuple[np.ndarray | sp.c
     step = _chunk_rows(spec)
     for start in range(0, n, step):
         X, y = generate_rows(spec, split, start, min(start + step, n))
-        yield X, y  # type: ignore[misc]
+        yield X, y
 
 
 def _row_pieces(n: int, step: int) -> Iterator[tuple[int, int]]:
@@ -327,7 +330,7 @@ def _row_pieces(n: int, step: int) -> Iterator[tuple[int, int]]:
 
 
 def _dense(X: np.ndarray | sp.csr_matrix) -> np.ndarray:
-    return X.toarray() if sp.issparse(X) else np.asarray(X)
+    return cast("sp.csr_matrix", X).toarray() if sp.issparse(X) else np.asarray(X)
 
 
 def _as_csr(X: np.ndarray | sp.csr_matrix) -> sp.csr_matrix:
@@ -406,7 +409,11 @@ def _write_libsvm_split(spec: SyntheticSpec, split: str, path: str, opts: MakeOp
     with open(path, "w", encoding="ascii", newline="\n") as fh:
         for X, y in _chunks(spec, split):
             m = X.shape[0]
-            per_row = math.ceil(X.nnz / m) if sp.issparse(X) and m else spec.n_features
+            per_row = (
+                math.ceil(cast("sp.csr_matrix", X).nnz / m)
+                if sp.issparse(X) and m
+                else spec.n_features
+            )
             labels = _labels(y, opts)
             for a, b in _row_pieces(m, TEXT_BATCH_VALUES // max(1, per_row)):
                 fh.write(

@@ -54,7 +54,8 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """The bytes of an ``.npz`` archive of ``arrays`` (no object arrays, so no pickle)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(buf, **named)
     return buf.getvalue()
 
 

@@ -13,7 +13,7 @@ import os
 import resource
 import sys
 import time
-from typing import Any, TextIO
+from typing import IO, Any
 
 from mpi_sgd.errors import CheckpointError
 
@@ -39,7 +39,7 @@ class MetricsWriter:
     what an earlier, resumed run wrote."""
 
     def __init__(self, path: str | None, enabled: bool, append: bool = False) -> None:
-        self._file: TextIO | None = None
+        self._file: IO[str] | None = None
         if path and enabled:
             try:
                 parent = os.path.dirname(os.path.abspath(path))

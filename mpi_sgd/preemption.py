@@ -75,4 +75,4 @@ class StopRequest:
         """This rank's contribution to the summed stop vote (0 when no stop is requested)."""
         if not self.requested:
             return 0.0
-        return float(VOTE_BASE ** REASONS.index(self.reason))  # type: ignore[arg-type]
+        return float(VOTE_BASE ** REASONS.index(self.reason))

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from mpi_sgd import __version__
 from mpi_sgd.checkpoint import (
@@ -68,6 +68,9 @@ from mpi_sgd.trainer import (
     check_identical_params,
 )
 from mpi_sgd.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 PROG = "mpi_sgd.train"
 DEFAULT_DATA = {
@@ -689,7 +692,7 @@ def _choose_exchange(
         return False
     if cfg.exchange == "sparse":
         return True
-    nnz_per_row = comm.sum_int(int(train.X.nnz)) / max(train.n_total, 1)
+    nnz_per_row = comm.sum_int(int(cast("sp.csr_matrix", train.X).nnz)) / max(train.n_total, 1)
     rows = min(cfg.batch_size, train.n_total) / comm.size
     return sparse_exchange_pays(nnz_per_row, rows, comm.size, model.n_outputs, model.n_params)
 
@@ -723,7 +726,8 @@ def _resume(
     Rank 0 chooses the checkpoint; every rank reads it (a shared file system, as usual for
     checkpoints on a cluster); the ranks then check they hold the same parameters.
     """
-    chosen, skipped = "", []
+    chosen = ""
+    skipped: list[str] = []
     with comm.collective_section():
         if comm.is_root:
             latest, skipped = find_latest(directory)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -223,6 +224,7 @@ def _read_npy(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
         raise DataError(f"{path}: X.npy and y.npy must hold numbers, got {X.dtype} and {y.dtype}")
     own = partition_rows(X.shape[0], rank, size, opts.partition, opts.seed)
     if own.ids is None:
+        assert own.ranges is not None
         start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
         X_local, y_local = X[start:stop], np.asarray(y[start:stop], dtype=np.float64)
     else:
@@ -246,6 +248,7 @@ def _read_csr(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
         )
     own = partition_rows(n, rank, size, opts.partition, opts.seed)
     if own.ids is None:
+        assert own.ranges is not None
         start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
         ptr = np.asarray(indptr[start : stop + 1], dtype=np.int64)
         lo, hi = (int(ptr[0]), int(ptr[-1])) if ptr.size else (0, 0)
@@ -279,6 +282,7 @@ def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> _Loca
     n = spec.n_rows(opts.split)
     own = partition_rows(n, rank, size, opts.partition, opts.seed)
     if own.ids is None:
+        assert own.ranges is not None
         start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
         X, y = synthetic.generate_rows(spec, opts.split, start, stop)
     else:
@@ -288,14 +292,14 @@ def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> _Loca
         for block in np.unique(blocks):
             Xb, yb = synthetic.generate_block(spec, opts.split, int(block))
             local = own.ids[blocks == block] - int(block) * synthetic.BLOCK_ROWS
-            Xs.append(Xb[local])  # type: ignore[index]
+            Xs.append(Xb[local])
             ys.append(yb[local])
         if Xs:
             X = sp.vstack(Xs, format="csr") if spec.is_sparse else np.concatenate(Xs)
             y = np.concatenate(ys)
         else:
             X, y = synthetic.generate_rows(spec, opts.split, 0, 0)
-    return _LocalRead(X, y, spec.n_features, ownership=own)  # type: ignore[arg-type]
+    return _LocalRead(X, y, spec.n_features, ownership=own)
 
 
 def _read_text_block(path: str, fmt: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
@@ -388,9 +392,10 @@ def _read_single(kind: str, path: str, rank: int, size: int, opts: ReadOptions) 
 def check_finite(X: np.ndarray | sp.csr_matrix, path: str, ownership: RowOwnership) -> None:
     """Raise DataError naming ``path`` and the row if ``X`` holds NaN or inf (read in chunks)."""
     if sp.issparse(X):
-        bad = ~np.isfinite(X.data)
+        csr = cast("sp.csr_matrix", X)
+        bad = ~np.isfinite(csr.data)
         if bad.any():
-            row = int(np.searchsorted(X.indptr, int(np.argmax(bad)), side="right") - 1)
+            row = int(np.searchsorted(csr.indptr, int(np.argmax(bad)), side="right") - 1)
             gid = int(ownership.global_ids()[row])
             raise DataError(f"{path}: non-finite feature value (nan or inf) in row {gid}")
         return

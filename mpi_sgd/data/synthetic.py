@@ -126,7 +126,9 @@ def _sparse_block(spec: SyntheticSpec, rng: np.random.Generator, m: int) -> sp.c
         data[a : a + n] = 1.0 / np.sqrt(n)
         nnz[i] = n
     # Rows may have lost duplicates: compact.
-    keep = np.concatenate([np.arange(indptr[i], indptr[i] + nnz[i]) for i in range(m)]) if m else []
+    keep: np.ndarray | list[int] = (
+        np.concatenate([np.arange(indptr[i], indptr[i] + nnz[i]) for i in range(m)]) if m else []
+    )
     new_indptr = np.concatenate([[0], np.cumsum(nnz)]).astype(np.int64)
     return sp.csr_matrix((data[keep], indices[keep], new_indptr), shape=(m, d))
 
@@ -144,7 +146,9 @@ def _labels(spec: SyntheticSpec, rng: np.random.Generator, scores: np.ndarray) -
     return (rng.random(scores.shape[0]) < p).astype(np.float64)
 
 
-def generate_block(spec: SyntheticSpec, split: str, block: int) -> tuple[object, np.ndarray]:
+def generate_block(
+    spec: SyntheticSpec, split: str, block: int
+) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
     """Block ``block`` of ``split``: ``(X, y)`` with X dense (m, d) or CSR, y float64 (m,)."""
     n = spec.n_rows(split)
     start = block * BLOCK_ROWS
