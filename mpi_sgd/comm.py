@@ -9,8 +9,9 @@ pickled on the wire.
 from __future__ import annotations
 
 import contextlib
+import functools
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,20 @@ class Communicator:
         """
         self._inplace(buf, MPI.SUM)
         return buf
+
+    def inplace_sum_for(self, buf: np.ndarray) -> Callable[[], object]:
+        """A zero-argument function that sums ``buf`` over all ranks in place, for hot loops.
+
+        The same as ``allreduce_sum_(buf)`` with the argument checks and dispatch done once.
+        Collective, like every call of the returned function.
+        """
+        if not buf.flags.c_contiguous:
+            raise ValueError("Allreduce buffers must be C-contiguous")
+        if self.size == 1:
+            return _nothing
+        if buf.size > self.max_chunk_elements:
+            return functools.partial(self.allreduce_sum_, buf)
+        return functools.partial(self._comm.Allreduce, MPI.IN_PLACE, buf, MPI.SUM)
 
     def allreduce_max_(self, buf: np.ndarray) -> np.ndarray:
         """Element-wise maximum over all ranks, in place. Collective."""
@@ -203,6 +218,10 @@ class Communicator:
             if not isinstance(exc, MpiSgdError):
                 error.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
         self.check_all(error)
+
+
+def _nothing() -> None:
+    """The sum over one rank: nothing to do."""
 
 
 def describe_error(error: BaseException) -> str:

@@ -40,6 +40,8 @@ class LinearModel:
         self._intercept = self.params[self.n_penalised :]
         self._scores_ws = np.empty((0,) if self.n_outputs == 1 else (0, self.n_outputs))
         self._coef32 = np.empty((0, 0), dtype=np.float32)
+        self._grad_key: np.ndarray | None = None
+        self._grad_views: tuple[np.ndarray, np.ndarray] = (np.empty((0, 0)), np.empty(0))
         self._gcoef32 = np.empty((0, 0), dtype=np.float32)
 
     @property
@@ -125,8 +127,10 @@ class LinearModel:
         step once the largest batch has been seen).
         """
         k, d = self.n_outputs, self.n_features
-        gcoef = grad_out[: k * d].reshape(k, d)
-        gint = grad_out[k * d :]
+        if grad_out is not self._grad_key:  # the trainer passes the same buffer every step
+            self._grad_key = grad_out
+            self._grad_views = (grad_out[: k * d].reshape(k, d), grad_out[k * d :])
+        gcoef, gint = self._grad_views
         m = X.shape[0]
         if m == 0:
             grad_out[:] = 0.0

@@ -172,6 +172,7 @@ class Trainer:
         P = model.n_params
         self._buf = np.zeros(P + 3)  # [gradient sums..., loss sum, row count, stop votes]
         self._grad = self._buf[:P]
+        self._sum_buf = comm.inplace_sum_for(self._buf)
         self._prox_scratch = np.zeros(model.n_penalised)
         self._params_pen = model.params[: model.n_penalised]  # views, made once
         self._grad_pen = self._grad[: model.n_penalised]
@@ -211,7 +212,7 @@ class Trainer:
         buf[P + 1] = X.shape[0]
         buf[P + 2] = self.stop_request.vote() if self.stop_request is not None else 0.0
         t0 = time.perf_counter()
-        self.comm.allreduce_sum_(buf)
+        self._sum_buf()
         self._allreduce_seconds += time.perf_counter() - t0
         loss_sum, count = float(buf[P]), float(buf[P + 1])
         if buf[P + 2] > 0:

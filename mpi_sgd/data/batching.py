@@ -69,6 +69,9 @@ class BatchPlan:
         self.seed = seed
         self.rank = rank
         self.steps_per_epoch = steps_per_epoch(n_total, self.batch_size)
+        S = self.steps_per_epoch
+        # Local step boundaries (the same every epoch): cut once, not at every step.
+        self._bounds = [block_range(self.n_local, s, S) for s in range(S)]
 
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[slice | np.ndarray]:
         """Local row selections of the steps ``start_step ..`` of ``epoch``.
@@ -79,19 +82,20 @@ class BatchPlan:
             A slice (consecutive rows, no copy) or sorted local row indices; possibly empty.
         """
         S = self.steps_per_epoch
+        bounds = self._bounds
         if self.shuffle == "none":
             for s in range(start_step, S):
-                a, b = block_range(self.n_local, s, S)
+                a, b = bounds[s]
                 yield slice(a, b)
         elif self.shuffle == "blocks":
             order = np.random.default_rng([self.seed, epoch, self.rank]).permutation(S)
             for s in range(start_step, S):
-                a, b = block_range(self.n_local, int(order[s]), S)
+                a, b = bounds[int(order[s])]
                 yield slice(a, b)
         elif self.shuffle == "local":
             perm = np.random.default_rng([self.seed, epoch, self.rank]).permutation(self.n_local)
             for s in range(start_step, S):
-                a, b = block_range(self.n_local, s, S)
+                a, b = bounds[s]
                 yield np.sort(perm[a:b])
         else:
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n_total)
