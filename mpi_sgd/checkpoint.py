@@ -58,6 +58,7 @@ class TrainingPosition:
     step_in_epoch: int = 0
     epoch_loss_sum: float = 0.0
     epoch_count: float = 0.0
+    epoch_loss_count: float = 0.0  # rows of the steps whose loss was measured
     coef_scale: float = 1.0  # lazy L2 factor of the sparse step (coef = scale * stored coef)
 
 

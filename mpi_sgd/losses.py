@@ -17,6 +17,7 @@ squared    (z - y)^2 / 2                       y real              1
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -40,7 +41,9 @@ class Loss(ABC):
         """Encoded labels from class indices (classification) or targets (regression)."""
 
     @abstractmethod
-    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+    def loss_dscores(
+        self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
+    ) -> float:
         """Sum of the per-row losses; writes ``dL/dscores`` into ``dscores`` (same shape).
 
         Parameters
@@ -50,6 +53,8 @@ class Loss(ABC):
             Encoded labels.
         dscores : ndarray, shape of ``scores``
             Output buffer (may be ``scores`` itself).
+        with_loss : bool
+            False skips the loss value (the derivative alone is cheaper) and returns NaN.
         """
 
     def predict_index(self, scores: np.ndarray) -> np.ndarray:
@@ -72,12 +77,16 @@ class LogisticLoss(Loss):
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.float64)
 
-    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
-        m = scores.shape[0]
-        if self._t.shape[0] < m or self._t.dtype != scores.dtype:
-            self._t = np.empty(m, dtype=scores.dtype)
-        t = np.logaddexp(0.0, scores, out=self._t[:m])
-        total = float(t.sum(dtype=np.float64)) - float(y @ scores)
+    def loss_dscores(
+        self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
+    ) -> float:
+        total = math.nan
+        if with_loss:
+            m = scores.shape[0]
+            if self._t.shape[0] < m or self._t.dtype != scores.dtype:
+                self._t = np.empty(m, dtype=scores.dtype)
+            t = np.logaddexp(0.0, scores, out=self._t[:m])
+            total = float(t.sum(dtype=np.float64)) - float(y @ scores)
         expit(scores, out=dscores)
         dscores -= y
         return total
@@ -98,15 +107,19 @@ class SoftmaxLoss(Loss):
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.int64)
 
-    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+    def loss_dscores(
+        self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
+    ) -> float:
         m = scores.shape[0]
         rows = np.arange(m)
         shift = scores.max(axis=1, keepdims=True)
-        picked = scores[rows, y] - shift[:, 0]
+        picked = scores[rows, y] - shift[:, 0] if with_loss else None
         np.subtract(scores, shift, out=dscores)
         np.exp(dscores, out=dscores)
         norm = dscores.sum(axis=1, keepdims=True)
-        total = float(np.log(norm).sum(dtype=np.float64) - picked.sum(dtype=np.float64))
+        total = math.nan
+        if picked is not None:
+            total = float(np.log(norm).sum(dtype=np.float64) - picked.sum(dtype=np.float64))
         dscores /= norm
         dscores[rows, y] -= 1.0
         return total
@@ -123,7 +136,9 @@ class HingeLoss(Loss):
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return np.where(class_index > 0, 1.0, -1.0)
 
-    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+    def loss_dscores(
+        self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
+    ) -> float:
         slack = 1.0 - y * scores
         active = slack > 0
         total = float(slack[active].sum())
@@ -140,9 +155,11 @@ class SquaredLoss(Loss):
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.float64)
 
-    def loss_dscores(self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray) -> float:
+    def loss_dscores(
+        self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
+    ) -> float:
         np.subtract(scores, y, out=dscores)
-        return 0.5 * float(dscores @ dscores)
+        return 0.5 * float(dscores @ dscores) if with_loss else math.nan
 
     def predict_index(self, scores: np.ndarray) -> np.ndarray:
         return scores

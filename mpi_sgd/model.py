@@ -103,7 +103,11 @@ class LinearModel:
         return self._gcoef32
 
     def loss_grad_sum(
-        self, X: np.ndarray | sp.csr_matrix, y: np.ndarray, grad_out: np.ndarray
+        self,
+        X: np.ndarray | sp.csr_matrix,
+        y: np.ndarray,
+        grad_out: np.ndarray,
+        with_loss: bool = True,
     ) -> float:
         """Sum of the loss over the rows of ``X``; writes the gradient sum into ``grad_out``.
 
@@ -116,10 +120,13 @@ class LinearModel:
         grad_out : ndarray, shape (n_params,)
             Overwritten with the unpenalised gradient sum, in the layout of ``params``.
 
+        with_loss : bool
+            False skips the loss value (returns NaN): the gradient alone is cheaper.
+
         Returns
         -------
         float
-            The loss sum (no penalty terms).
+            The loss sum (no penalty terms), or NaN without ``with_loss``.
 
         Notes
         -----
@@ -138,7 +145,7 @@ class LinearModel:
         sparse = sp.issparse(X)
         dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
         s = self.scores(X, out=None if sparse else self._scores_buffer(m, dtype))
-        total = self.loss.loss_dscores(s, y, s)  # s now holds dL/dscores
+        total = self.loss.loss_dscores(s, y, s, with_loss)  # s now holds dL/dscores
         g32 = None if sparse else self._grad_buffer(dtype)
         if k == 1:
             if sparse:

@@ -78,7 +78,7 @@ class SparseStep:
 
     # ----------------------------------------------------------------------- local gradient
     def local_gradient(
-        self, X: sp.csr_matrix, y: np.ndarray
+        self, X: sp.csr_matrix, y: np.ndarray, with_loss: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """Touched columns ``u``, their gradient sums (k, |u|), the intercept's (k,) and the
         loss sum, for this rank's batch. O(nnz): no sort and no pass over all ``d`` columns."""
@@ -95,7 +95,7 @@ class SparseStep:
             s = np.asarray(X @ coef.T)
             s *= self.scale
             s += model.intercept
-        loss_sum = model.loss.loss_dscores(s, y, s)
+        loss_sum = model.loss.loss_dscores(s, y, s, with_loss)
         s2 = s.reshape(m, k)
         gint = s2.sum(axis=0) if model.fit_intercept else np.zeros(k)
         idx = X.indices

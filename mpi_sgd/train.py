@@ -330,6 +330,15 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         help="write JSON lines (one per epoch: losses, accuracy, timings, memory) there (rank 0)",
     )
     g.add_argument(
+        "--train-loss-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="measure the reported train_loss on every N-th step's batch (1: every step); "
+        "it is reporting only (gradients are computed every step) and costs a transcendental "
+        "per row (default: %(default)s)",
+    )
+    g.add_argument(
         "--eval-train",
         action="store_true",
         help="also compute the full training objective after every epoch",
@@ -622,6 +631,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         watchdog=watchdog,
         faults=FaultInjector(comm.rank),
         sparse=use_sparse,
+        train_loss_every=args.train_loss_every,
     )
     t_train = time.perf_counter()
     try:
@@ -703,6 +713,8 @@ def _check_reliability_flags(args: argparse.Namespace) -> None:
         problems.append("--resume and --checkpoint-every need --checkpoint-dir")
     if args.checkpoint_every < 0 or args.checkpoint_every_epochs < 0:
         problems.append("--checkpoint-every and --checkpoint-every-epochs must be >= 0")
+    if args.train_loss_every < 1:
+        problems.append(f"--train-loss-every must be >= 1, got {args.train_loss_every}")
     if args.keep_checkpoints < 1:
         problems.append(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
     for flag in ("watchdog", "stop_after"):

@@ -125,6 +125,9 @@ class Trainer:
         Told of every step.
     faults : FaultInjector, optional
         Test-only fault injection.
+    train_loss_every : int
+        Measure the (reported) training loss on every N-th global step's batch only; the
+        gradient is computed every step regardless. Divergence is still caught at every step.
     sparse : bool
         Use :class:`~mpi_sgd.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange only the
         touched coordinates and keep L2 lazy.
@@ -150,6 +153,7 @@ class Trainer:
         watchdog: Watchdog | None = None,
         faults: FaultInjector | None = None,
         sparse: bool = False,
+        train_loss_every: int = 1,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -177,6 +181,7 @@ class Trainer:
         self._params_pen = model.params[: model.n_penalised]  # views, made once
         self._grad_pen = self._grad[: model.n_penalised]
         self._allreduce_seconds = 0.0
+        self.train_loss_every = max(1, train_loss_every)
         self.sparse = SparseStep(model, comm, config.l2) if sparse else None
         if self.sparse is not None:
             self.sparse.scale = self.position.coef_scale
@@ -208,7 +213,10 @@ class Trainer:
         if self.faults is not None:
             self.faults.before_step(t, model.params)
         X, y = self._batch(rows)
-        buf[P] = model.loss_grad_sum(X, y, grad)
+        with_loss = t % self.train_loss_every == 0
+        buf[P] = model.loss_grad_sum(X, y, grad, with_loss)
+        if not with_loss:
+            buf[P] = 0.0
         buf[P + 1] = X.shape[0]
         buf[P + 2] = self.stop_request.vote() if self.stop_request is not None else 0.0
         t0 = time.perf_counter()
@@ -226,8 +234,9 @@ class Trainer:
             return 0.0, 0.0
         grad /= count
         # The summed loss turns non-finite whenever the scores do (features are checked finite
-        # at load); the parameters themselves are checked at every epoch end.
-        if not math.isfinite(loss_sum):
+        # at load); on steps without the loss, the intercept's gradient (a sum of every row's
+        # dL/dscore) and the first coefficient's do. The parameters are checked at epoch ends.
+        if not math.isfinite(loss_sum if with_loss else float(grad[-1] + grad[0])):
             raise everywhere(
                 DivergenceError(
                     f"training diverged at epoch {self.epochs_done + 1}, global step "
@@ -246,7 +255,7 @@ class Trainer:
                 step_size[:n_pen] if isinstance(step_size, np.ndarray) else step_size
             )
             soft_threshold_(self._params_pen, threshold, self._prox_scratch)
-        return loss_sum, count
+        return (loss_sum if with_loss else math.nan), count
 
     def _sparse_step(self, rows: slice | np.ndarray) -> tuple[float, float]:
         """:meth:`step` for the sparse design (see :mod:`mpi_sgd.sparse`). Collective."""
@@ -256,7 +265,10 @@ class Trainer:
         if self.faults is not None:
             self.faults.before_step(t, self.model.params)
         X, y = self.train.X[rows], self.train.y[rows]
-        u, values, gint, loss_sum = sparse.local_gradient(X, y)
+        with_loss = t % self.train_loss_every == 0
+        u, values, gint, loss_sum = sparse.local_gradient(X, y, with_loss)
+        if not with_loss:
+            loss_sum = 0.0
         vote = self.stop_request.vote() if self.stop_request is not None else 0.0
         before = sparse.allreduce_seconds
         union, grad, gint, (loss_sum, count, votes) = sparse.exchange(
@@ -282,7 +294,7 @@ class Trainer:
         sparse.update(union, grad, gint, lr)
         self.optimizer.t += 1
         pos.coef_scale = sparse.scale
-        return float(loss_sum), float(count)
+        return (float(loss_sum) if with_loss else math.nan), float(count)
 
     def _batch(self, rows: slice | np.ndarray) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
         """The batch's rows: a view for a slice, else gathered into reused buffers (dense)."""
@@ -314,15 +326,16 @@ class Trainer:
         t0 = time.perf_counter()
         for s, rows in enumerate(self.plan.batches(epoch, pos.step_in_epoch), pos.step_in_epoch):
             loss_sum, count = self.step(rows)
-            pos.epoch_loss_sum += loss_sum
+            if loss_sum == loss_sum:  # measured (not NaN) on this step
+                pos.epoch_loss_sum += loss_sum
+                pos.epoch_loss_count += count
             pos.epoch_count += count
             pos.step_in_epoch = s + 1
             if self.watchdog is not None:
                 self.watchdog.beat()
             if self.on_step is not None:
-                self.on_step(
-                    epoch + 1, s + 1, steps, pos.epoch_loss_sum / max(pos.epoch_count, 1.0)
-                )
+                running = pos.epoch_loss_sum / max(pos.epoch_loss_count, 1.0)
+                self.on_step(epoch + 1, s + 1, steps, running)
             if self.stop_reason is not None:
                 if self.checkpoint is not None:
                     self.checkpoint(self)
@@ -340,14 +353,16 @@ class Trainer:
             epoch=epoch + 1,
             step=pos.global_step,
             lr=self.schedule(max(pos.global_step - 1, 0)),
-            train_loss=pos.epoch_loss_sum / pos.epoch_count if pos.epoch_count else float("nan"),
+            train_loss=(
+                pos.epoch_loss_sum / pos.epoch_loss_count if pos.epoch_loss_count else float("nan")
+            ),
             train_seconds=train_seconds,
             allreduce_seconds=self._allreduce_seconds,
             samples=int(pos.epoch_count),
         )
         pos.epochs_done += 1
         pos.step_in_epoch = 0
-        pos.epoch_loss_sum = pos.epoch_count = 0.0
+        pos.epoch_loss_sum = pos.epoch_count = pos.epoch_loss_count = 0.0
         t1 = time.perf_counter()
         c = self.config
         if self.test is not None:

@@ -37,8 +37,12 @@ def test_bench_smoke_writes_a_table_with_mpi_sgd_and_the_bare_loop(tmp_path):
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    for system in ("mpi_sgd", "bare loop"):
+    for system in ("mpi_sgd", "bare loop", "mpi_sgd --exchange dense", "mpi_sgd --exchange sparse"):
         assert any(f"| {system} |" in row for row in rows), (system, text)
     assert "python scripts/bench/run.py --smoke" in text
     for workload in ("W1", "W2", "W3"):
         assert f"## {workload}:" in text
+    # W2's two gradient exchanges side by side, and every table says what produced it
+    assert "## W2: mpi_sgd `--exchange dense` vs `--exchange sparse`" in text
+    assert "Measured by `python scripts/bench/run.py --smoke" in text
+    assert "`mpi_sgd` = " in text

@@ -242,3 +242,32 @@ def test_libsvm_index_base_can_be_forced(tmp_path):
     )
     assert auto.returncode == 0 and forced.returncode == 0, (auto, forced)
     assert "x 2 features" in auto.stdout and "x 3 features" in forced.stdout, (auto, forced)
+
+
+def test_sampling_the_train_loss_changes_nothing_but_the_report(tmp_path):
+    """--train-loss-every only thins the reported loss: parameters are bit-identical."""
+    runs = {}
+    for every in (1, 7):
+        out = tmp_path / f"o{every}"
+        metrics = tmp_path / f"m{every}.jsonl"
+        res = mpirun(
+            2,
+            [
+                "--epochs",
+                "2",
+                "--train",
+                "synthetic:binary,rows=20000",
+                "--train-loss-every",
+                str(every),
+                "--output",
+                str(out),
+                "--metrics",
+                str(metrics),
+            ],
+            timeout=60,
+        )
+        assert res.returncode == 0, res
+        last = [json.loads(line) for line in metrics.read_text().splitlines()][-2]
+        runs[every] = (mpi_sgd.load_model(str(out)), last["train_loss"])
+    assert np.array_equal(runs[1][0].coef_, runs[7][0].coef_)
+    assert runs[7][1] == pytest.approx(runs[1][1], rel=0.05)
