@@ -58,6 +58,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 import numpy as np
 import scipy.sparse as sp
 
+from mpi_sgd.data.dataset import TEXT_SUFFIXES, single_kind
 from mpi_sgd.data.partition import block_range
 from mpi_sgd.data.synthetic import BLOCK_ROWS, KINDS, SyntheticSpec, generate_rows
 from mpi_sgd.data.text import is_csv_header
@@ -88,7 +89,6 @@ PROG = "mpi_sgd.datasets"
 FORMATS = ("npy", "csr", "libsvm", "csv")
 DTYPES = ("float64", "float32")
 TEXT_EXTENSIONS = {"libsvm": ".svm", "csv": ".csv"}
-TEXT_SUFFIXES = {".svm": "libsvm", ".libsvm": "libsvm", ".svmlight": "libsvm", ".csv": "csv"}
 NPY_FILES = ("X.npy", "y.npy")
 CSR_FILES = ("X_data.npy", "X_indices.npy", "X_indptr.npy", "X_shape.npy", "y.npy")
 METADATA_FILE = "dataset.json"
@@ -612,17 +612,12 @@ def detect_format(path: str) -> str:
     """
     if not os.path.exists(path):
         raise ConfigError(f"input {path!r} does not exist")
-    if os.path.isdir(path):
-        names = set(os.listdir(path))
-        if "X.npy" in names:
-            return "npy"
-        if "X_indptr.npy" in names:
-            return "csr"
+    fmt = single_kind(path)  # the trainer's own rule
+    if fmt is None and os.path.isdir(path):
         raise ConfigError(
             f"unknown input format: directory {path!r} holds neither X.npy (npy) nor "
             "X_indptr.npy (csr)"
         )
-    fmt = TEXT_SUFFIXES.get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise ConfigError(
             f"unknown input format of {path!r}: expected an npy or CSR directory or a file "

@@ -237,13 +237,7 @@ class Trainer:
         # at load); on steps without the loss, the intercept's gradient (a sum of every row's
         # dL/dscore) and the first coefficient's do. The parameters are checked at epoch ends.
         if not math.isfinite(loss_sum if with_loss else float(grad[-1] + grad[0])):
-            raise everywhere(
-                DivergenceError(
-                    f"training diverged at epoch {self.epochs_done + 1}, global step "
-                    f"{t + 1}: the loss or gradient is not finite (lr {lr:g}); "
-                    "try a smaller --lr, a warm-up, or standardised features"
-                )
-            )
+            raise self._diverged(t, lr)
         c = self.config
         if c.l2:
             np.multiply(self._params_pen, c.l2, out=self._prox_scratch)
@@ -284,17 +278,21 @@ class Trainer:
         grad /= count
         gint /= count
         if not (np.isfinite(loss_sum) and np.isfinite(grad.sum()) and np.isfinite(gint.sum())):
-            raise everywhere(
-                DivergenceError(
-                    f"training diverged at epoch {self.epochs_done + 1}, global step "
-                    f"{t + 1}: the loss or gradient is not finite (lr {lr:g}); "
-                    "try a smaller --lr, a warm-up, or standardised features"
-                )
-            )
+            raise self._diverged(t, lr)
         sparse.update(union, grad, gint, lr)
         self.optimizer.t += 1
         pos.coef_scale = sparse.scale
         return (float(loss_sum) if with_loss else math.nan), float(count)
+
+    def _diverged(self, t: int, lr: float) -> DivergenceError:
+        """The error for a non-finite loss or gradient at global step ``t`` (0-based)."""
+        error = DivergenceError(
+            f"training diverged at epoch {self.epochs_done + 1}, global step {t + 1}: the loss "
+            f"or gradient is not finite (lr {lr:g}); try a smaller --lr, a warm-up, or "
+            "standardised features"
+        )
+        everywhere(error)
+        return error
 
     def _batch(self, rows: slice | np.ndarray) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
         """The batch's rows: a view for a slice, else gathered into reused buffers (dense)."""

@@ -156,7 +156,7 @@ def describe_source(path: str) -> tuple[str, list[str]]:
     if not os.path.exists(path):
         raise DataError(f"data path {path!r} does not exist")
     if os.path.isdir(path):
-        single = _single_kind(path)
+        single = single_kind(path)
         if single is not None:
             return single, [path]
         entries = sorted(
@@ -165,7 +165,7 @@ def describe_source(path: str) -> tuple[str, list[str]]:
         if not entries:
             raise DataError(f"data directory {path!r} is empty")
         return _shard_kind(path, entries), entries
-    kind = _single_kind(path)
+    kind = single_kind(path)
     if kind is None:
         raise DataError(
             f"cannot tell the format of {path!r}: expected a directory with X.npy and y.npy, a "
@@ -175,7 +175,9 @@ def describe_source(path: str) -> tuple[str, list[str]]:
     return kind, [path]
 
 
-def _single_kind(path: str) -> str | None:
+def single_kind(path: str) -> str | None:
+    """The format of one data file or directory (``npy``, ``csr``, ``libsvm``, ``csv``), or
+    None when it is none of these (a shard set, or anything else)."""
     if os.path.isdir(path):
         names = set(os.listdir(path))
         if "X.npy" in names:
@@ -187,7 +189,7 @@ def _single_kind(path: str) -> str | None:
 
 
 def _shard_kind(path: str, shards: list[str]) -> str:
-    kinds = {s: _single_kind(s) for s in shards}
+    kinds = {s: single_kind(s) for s in shards}
     unknown = [s for s, k in kinds.items() if k is None]
     if unknown:
         raise DataError(
