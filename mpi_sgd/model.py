@@ -142,6 +142,17 @@ class LinearModel:
         if m == 0:
             grad_out[:] = 0.0
             return 0.0
+        if k == 1 and isinstance(X, np.ndarray) and X.dtype == np.float64:
+            # The common case, without the general path's dispatch (a few us per step).
+            if self._scores_ws.shape[0] < m or self._scores_ws.dtype != np.float64:
+                self._scores_ws = np.empty(m)
+            s = self._scores_ws[:m]
+            np.matmul(X, self._coef[0], out=s)
+            s += self._intercept
+            total = self.loss.loss_dscores(s, y, s, with_loss)
+            np.matmul(s, X, out=gcoef[0])
+            gint[0] = s.sum() if self.fit_intercept else 0.0
+            return total
         sparse = sp.issparse(X)
         dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
         s = self.scores(X, out=None if sparse else self._scores_buffer(m, dtype))

@@ -185,6 +185,7 @@ class Trainer:
         self.sparse = SparseStep(model, comm, config.l2) if sparse else None
         if self.sparse is not None:
             self.sparse.scale = self.position.coef_scale
+        self._sparse_data = sp.issparse(train.X)
         self._xbuf: np.ndarray | None = None  # gathered batch rows, reused every step
         self._ybuf = np.empty(0)
 
@@ -297,7 +298,7 @@ class Trainer:
     def _batch(self, rows: slice | np.ndarray) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
         """The batch's rows: a view for a slice, else gathered into reused buffers (dense)."""
         X, y = self.train.X, self.train.y
-        if isinstance(rows, slice) or sp.issparse(X):
+        if isinstance(rows, slice) or self._sparse_data:
             return X[rows], y[rows]
         m = rows.shape[0]
         if self._xbuf is None or self._xbuf.shape[0] < m:
