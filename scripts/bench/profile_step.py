@@ -21,6 +21,7 @@ lines ``{"component", "mpi_sgd_us", "bare_us"}``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -62,10 +63,28 @@ def build(a: argparse.Namespace):
     cfg = TrainConfig(model=a.model, lr=LR, l2=1.0 / n, batch_size=a.ranks * a.batch_size)
     sched = Schedule("invscaling", LR, total_steps=10 * S, steps_per_epoch=S)
     trainer = Trainer(
-        model, SGD(model.n_params), sched, plan, EvalData(X, y), cfg, Communicator.serial()
+        model,
+        SGD(model.n_params),
+        sched,
+        plan,
+        EvalData(X, y),
+        cfg,
+        Communicator.serial(),
+        **cli_defaults(),
     )
     float(np.asarray(X[:, 0]).sum())  # touch every page once
     return X, y, K, model, plan, trainer, cfg
+
+
+def cli_defaults() -> dict:
+    """Trainer options whose command-line default differs from the constructor's (e.g. how
+    often the reported train loss is measured), for versions that have them."""
+    out = {}
+    if "train_loss_every" in inspect.signature(Trainer).parameters:
+        from mpi_sgd.train import build_parser
+
+        out["train_loss_every"] = int(build_parser().get_default("train_loss_every"))
+    return out
 
 
 class _Timed:
@@ -109,7 +128,7 @@ GATHER_X, GATHER_Y = "gather X[rows]", "gather y[rows]"
 SCORES, LOSS = "scores X @ w + b", "loss value + dscores (Loss.loss_dscores)"
 GRAD, COMM = "gradient Rᵀ X, R.sum (rest of loss_grad_sum)", "Allreduce call"
 OPT, REST = "optimizer.step + schedule", "rest of Trainer.step (/count, isfinite, l2, ...)"
-PLAN = "batch rows: permutation + np.sort"
+PLAN = "batch rows: permutation, slice (+ sort if the version sorts)"
 
 
 def replay_mpi_sgd(trainer: Trainer, epoch: int) -> dict[str, list[float]]:
@@ -121,6 +140,8 @@ def replay_mpi_sgd(trainer: Trainer, epoch: int) -> dict[str, list[float]]:
     model.loss.loss_dscores = _Timed(model.loss.loss_dscores, ns, LOSS)
     model.loss_grad_sum = _Timed(model.loss_grad_sum, ns, "loss_grad_sum")
     trainer.comm.allreduce_sum_ = _Timed(trainer.comm.allreduce_sum_, ns, COMM)
+    if hasattr(trainer, "_sum_buf"):  # versions that bind the step's Allreduce once
+        trainer._sum_buf = _Timed(trainer._sum_buf, ns, COMM)
     trainer.optimizer.step = _Timed(trainer.optimizer.step, ns, OPT)
     trainer.schedule = _Timed(trainer.schedule, ns, OPT)
     X, y = data.X, data.y
@@ -252,6 +273,7 @@ def main() -> None:
     print(
         json.dumps({"component": "sum of the medians", "mpi_sgd_us": total_m, "bare_us": total_b})
     )
+    print(json.dumps({"settings": cli_defaults()}))
     print(
         json.dumps(
             {

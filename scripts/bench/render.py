@@ -7,10 +7,41 @@ import statistics
 
 import report
 from report import TARGET_GAP, epoch_median, fmt_range, markdown_table, summarise, system_table
-from systems import BARE, MPI_SGD, MPI_SGD_2T, SK_LBFGS, SK_SGD, RunResult
+from systems import (
+    BARE,
+    MPI_SGD,
+    MPI_SGD_2T,
+    MPI_SGD_DENSE,
+    MPI_SGD_SPARSE,
+    SK_LBFGS,
+    SK_SGD,
+    RunResult,
+)
 from workloads import WorkloadData
 
 SINGLE_PROCESS = (SK_SGD, SK_LBFGS)
+
+
+def batches_for(w: WorkloadData, a: argparse.Namespace) -> list[int]:
+    """The per-rank batches of workload ``w``: ``--w2-batch-sizes`` for W2 (CSR), else
+    ``--batch-sizes``."""
+    return [int(b) for b in (a.w2_batch_sizes if w.sparse else a.batch_sizes).split(",")]
+
+
+def caption(info: dict) -> str:
+    """The line under every table: command, date, machine, and which commit each mpi_sgd row
+    ran."""
+    m = dict(info["machine"])
+    versions = "; ".join(
+        f"`{name}` = {text}"
+        for name, text in info.get("versions", {}).items()
+        if name not in (MPI_SGD_DENSE, MPI_SGD_SPARSE)
+    )
+    return (
+        f"Measured by `{info['command']}` on {info['date']}; {m.get('CPU', '?')}, "
+        f"{m.get('cores (nproc)', '?')} cores, {m.get('MPI', '?')}, "
+        f"{m.get('numpy BLAS', '?')}; {versions}."
+    )
 
 
 def _cell(results: list[RunResult], w: str, batch: int, system: str) -> list[RunResult]:
@@ -26,6 +57,8 @@ def workload_section(
     systems: list[str],
     results: list[RunResult],
     target: float | None,
+    a: argparse.Namespace,
+    info: dict,
 ) -> list[str]:
     """Heading, notes and the system table of one workload."""
     kind = "CSR, " if w.sparse else ""
@@ -44,11 +77,21 @@ def workload_section(
             cell = _cell(results, w.name, batch, system)
             if cell:
                 rows.append((batch, summarise(cell, system, baseline, target)))
-    out += [system_table(rows, with_ttt=target is not None), ""]
+    out += [system_table(rows, with_ttt=target is not None), "", caption(info), ""]
+    if w.sparse and a.w2_scale != a.scale:
+        out += [
+            f"W2 is generated at scale {a.w2_scale:g} (`--w2-scale`; the reference W2 is scale "
+            f"1, {round(w.n_train / a.w2_scale):,} + {round(w.n_test / a.w2_scale):,} rows), "
+            "so that its small per-rank batches fit the run's time budget. A step's work and "
+            "communication do not depend on the row count; only the steps per epoch do.",
+            "",
+        ]
     return out
 
 
-def thread_section(results: list[RunResult], workloads: list[WorkloadData]) -> list[str]:
+def thread_section(
+    results: list[RunResult], workloads: list[WorkloadData], info: dict
+) -> list[str]:
     """mpi_sgd with 2 BLAS threads per rank against 1, paired per repetition."""
     rows = []
     for w in workloads:
@@ -71,17 +114,21 @@ def thread_section(results: list[RunResult], workloads: list[WorkloadData]) -> l
         "",
         markdown_table([*header, "ratio (per rep)"], rows),
         "",
+        caption(info),
+        "",
         "mpi_sgd pins BLAS with threadpoolctl in-process, so its thread limit cannot be removed "
         "from outside; `--blas-threads 2` is the oversubscribed case (ranks × threads > cores).",
         "",
     ]
 
 
-def floor_section(floors: dict, workloads: list[WorkloadData], a: argparse.Namespace) -> list[str]:
+def floor_section(
+    floors: dict, workloads: list[WorkloadData], a: argparse.Namespace, info: dict
+) -> list[str]:
     """Streaming time per workload and Allreduce latency per gradient size."""
-    batches = [int(b) for b in a.batch_sizes.split(",")]
     rows = []
     for w in workloads:
+        batches = batches_for(w, a)
         st = floors["stream"].get(w.name, {})
         one, many = st.get("1", {}), st.get(str(a.ranks), {})
         ar = floors["allreduce"].get(str(w.n_params + 2), {})
@@ -113,6 +160,8 @@ def floor_section(floors: dict, workloads: list[WorkloadData], a: argparse.Names
         "",
         markdown_table(header, rows),
         "",
+        caption(info),
+        "",
         "Streaming: one pass of `Z = X @ W.T` then `G = Z.T @ X` over the whole memory-mapped "
         "training matrix (pages touched beforehand), BLAS 1 thread, median of 5 passes; with "
         f"{a.ranks} processes each streams its contiguous half at the same time and a pass lasts "
@@ -129,7 +178,7 @@ def _stream(rec: dict) -> str:
     return f"{rec['seconds']:.3g} ({rec['min']:.3g}–{rec['max']:.3g})"
 
 
-def sklearn_section(results: list[RunResult], optimum: dict) -> list[str]:
+def sklearn_section(results: list[RunResult], optimum: dict, info: dict) -> list[str]:
     """Single-process scikit-learn fits."""
     rows = []
     for system in SINGLE_PROCESS:
@@ -152,6 +201,8 @@ def sklearn_section(results: list[RunResult], optimum: dict) -> list[str]:
         "",
         markdown_table(["system", "workload", "fit s, median (min–max)", "test log-loss"], rows),
         "",
+        caption(info),
+        "",
         "`SGDClassifier`: one epoch, per-row updates (batch 1), constant step 0.001, "
         "`alpha = l2`; one-vs-rest for W3. `LogisticRegression(lbfgs)`: `C = 1/(l2 n)` (the "
         "same objective), default tolerance; the % is its test log-loss against the optimum's. "
@@ -160,7 +211,18 @@ def sklearn_section(results: list[RunResult], optimum: dict) -> list[str]:
     ]
 
 
-def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadData]) -> list[str]:
+def _steady_epochs(cell: list[RunResult]) -> list[dict]:
+    ok = [r for r in cell if r.error is None and r.epochs]
+    return [e for r in ok for e in (r.epochs[1:] or r.epochs)]
+
+
+def w2_section(
+    results: list[RunResult],
+    floors: dict,
+    workloads: list[WorkloadData],
+    a: argparse.Namespace,
+    info: dict,
+) -> list[str]:
     """The communication-bound case: Allreduce seconds per epoch against the naive floor."""
     w = next((w for w in workloads if w.sparse), None)
     if w is None:
@@ -171,14 +233,12 @@ def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadD
         {r.system for r in results if r.workload == w.name and r.system.startswith(MPI_SGD)}
     )
     for batch in _batches(results, w.name):
-        steps = -(-w.n_train // (2 * batch))
+        steps = -(-w.n_train // (a.ranks * batch))
         floor = f"{steps * ar / 1e6:.3g}" if ar else "–"
         for system in variants:
-            cell = _cell(results, w.name, batch, system)
-            ok = [r for r in cell if r.error is None and r.epochs]
-            if not ok:
+            steady = _steady_epochs(_cell(results, w.name, batch, system))
+            if not steady:
                 continue
-            steady = [e for r in ok for e in (r.epochs[1:] or r.epochs)]
             comm = [e["allreduce_seconds"] for e in steady]
             epoch = [e["train_seconds"] for e in steady]
             row = [str(batch), system, str(steps), fmt_range(epoch), fmt_range(comm), floor]
@@ -190,7 +250,7 @@ def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadD
         "system",
         "steps/epoch",
         "epoch s",
-        "of which Allreduce s",
+        "of which exchange s",
         "naive floor: steps × raw 2 MiB Allreduce (s)",
     ]
     return [
@@ -198,14 +258,113 @@ def w2_section(results: list[RunResult], floors: dict, workloads: list[WorkloadD
         "",
         markdown_table(header, rows),
         "",
+        caption(info),
+        "",
         f"The gradient has {w.n_params:,} float64 ({8 * w.n_params / 2**20:.1f} MiB) although a "
         "batch touches a few thousand features; the dense exchange sends all of it every step. "
-        "`Allreduce s` includes waiting for the slower rank.",
+        "`exchange s` is the Allreduce (dense) or the Allgather + Allgatherv (sparse), waiting "
+        "for the slower rank included.",
         "",
     ]
 
 
-def profile_section(profile: list[dict]) -> list[str]:
+def _same_or_range(values: list[float], digits: int) -> str:
+    """The value when every repetition gave the same, else median (min–max)."""
+    if values and min(values) == max(values):
+        return f"{values[0]:.{digits}g}"
+    return fmt_range(values, digits)
+
+
+def exchange_section(
+    results: list[RunResult], workloads: list[WorkloadData], a: argparse.Namespace, info: dict
+) -> list[str]:
+    """W2: mpi_sgd with ``--exchange dense`` against ``--exchange sparse``, paired per rep."""
+    w = next((w for w in workloads if w.sparse), None)
+    if w is None:
+        return []
+    rows = []
+    for batch in _batches(results, w.name):
+        dense = [r for r in _cell(results, w.name, batch, MPI_SGD_DENSE) if r.epochs]
+        sparse = [r for r in _cell(results, w.name, batch, MPI_SGD_SPARSE) if r.epochs]
+        if not dense and not sparse:
+            continue
+        by_rep = {r.rep: r for r in dense if r.error is None}
+        ratio, comm_ratio = [], []
+        for r in sparse:
+            d = by_rep.get(r.rep)
+            if r.error is None and d is not None:
+                ratio.append(epoch_median(r) / epoch_median(d))  # type: ignore[operator]
+                comm_ratio.append(_comm_median(r) / _comm_median(d))
+        auto = sorted(
+            {r.extra.get("exchange", "?") for r in _cell(results, w.name, batch, MPI_SGD)}
+        )
+        loss_d = [r.epochs[-1]["test_loss"] for r in dense if r.error is None]
+        loss_s = [r.epochs[-1]["test_loss"] for r in sparse if r.error is None]
+        gap = "–"
+        if loss_d and loss_s:
+            md, ms = statistics.median(loss_d), statistics.median(loss_s)
+            gap = f"{abs(ms - md) / md:.1e}" if ms != md else "0 (identical)"
+        steady_d, steady_s = _steady_epochs(dense), _steady_epochs(sparse)
+        rows.append(
+            [
+                str(batch),
+                str(-(-w.n_train // (a.ranks * batch))),
+                "/".join(auto) or "–",
+                fmt_range([e["train_seconds"] for e in steady_d]),
+                fmt_range([e["train_seconds"] for e in steady_s]),
+                fmt_range(ratio, 3, "×"),
+                fmt_range([e["allreduce_seconds"] for e in steady_d]),
+                fmt_range([e["allreduce_seconds"] for e in steady_s]),
+                fmt_range(comm_ratio, 3, "×"),
+                _same_or_range(loss_d, 8),
+                _same_or_range(loss_s, 8),
+                gap,
+            ]
+        )
+    if not rows:
+        return []
+    header = [
+        "per-rank batch",
+        "steps/epoch",
+        "`auto` picks",
+        "dense: epoch s",
+        "sparse: epoch s",
+        "sparse / dense epoch (per rep)",
+        "dense: Allreduce s/epoch",
+        "sparse: Allgather(v) s/epoch",
+        "sparse / dense exchange (per rep)",
+        "dense: test log-loss",
+        "sparse: test log-loss",
+        "relative difference",
+    ]
+    return [
+        f"## W2: mpi_sgd `--exchange dense` vs `--exchange sparse` ({a.ranks} ranks)",
+        "",
+        markdown_table(header, rows),
+        "",
+        caption(info),
+        "",
+        "Both columns are the same mpi_sgd (`mpi_sgd` above) launched with `--exchange dense` "
+        "(one in-place Allreduce of the whole parameter-sized buffer per step) or `--exchange "
+        "sparse` (one Allgather of lengths and one Allgatherv of the touched columns, their "
+        "gradient values, the intercept's and the loss/count/vote per step; lazy L2). They ran "
+        "back to back in every repetition; the ratios pair them per repetition. Epoch and "
+        "exchange seconds: median (min–max) over the steady epochs; the exchange includes "
+        "waiting for the slower rank. Test log-loss after the last epoch (the same in every "
+        "repetition unless a range is shown): the two designs make the same updates, so they "
+        "may differ only by floating-point rounding. `auto picks`: the exchange the default "
+        "`mpi_sgd` row chose, from its log.",
+        "",
+    ]
+
+
+def _comm_median(r: RunResult) -> float:
+    return statistics.median(
+        e["allreduce_seconds"] for e in (r.epochs[1:] if len(r.epochs) > 1 else r.epochs)
+    )
+
+
+def profile_section(profile: list[dict], info: dict) -> list[str]:
     """The per-step breakdown of one rank, mpi_sgd vs the bare loop."""
     if not profile:
         return []
@@ -221,6 +380,13 @@ def profile_section(profile: list[dict]) -> list[str]:
             out += [f"{wname}, {version}: profile failed: {'; '.join(errors)}", ""]
             continue
         batch = recs[0]["batch"]
+        settings: dict = next((p["settings"] for p in mine if p.get("settings")), {})
+        note = (
+            f" (train loss measured every {settings['train_loss_every']}th step, the "
+            "command-line default)"
+            if settings.get("train_loss_every", 1) > 1
+            else ""
+        )
         rows = [
             [
                 p["component"],
@@ -231,9 +397,11 @@ def profile_section(profile: list[dict]) -> list[str]:
             for p in recs
         ]
         out += [
-            f"{wname}, per-rank batch {batch}, `{version}`:",
+            f"{wname}, per-rank batch {batch}, `{version}`{note}:",
             "",
             markdown_table(["component", version, "bare loop", "difference"], rows),
+            "",
+            caption(info),
             "",
         ]
     out += [
@@ -268,8 +436,13 @@ def render(
         "",
         f"Run on {info['date']}, {info['minutes']:.1f} minutes; load average (1/5/15 min) "
         f"{info['load'][0]} before, {info['load'][1]} after (a shared machine: compare within "
-        f"a run, by the ratios). mpi_sgd: {info['project']}"
+        f"a run, by the ratios). `{MPI_SGD}`: {info['project']} = "
+        f"{info.get('versions', {}).get(MPI_SGD, '?')}"
         + (f"; compared with {', '.join(info['compare'])}" if info.get("compare") else "")
+        + ".",
+        "",
+        "Versions (each table repeats them; HEAD: this repository's HEAD when the run began): "
+        + "; ".join(f"`{k}` = {v}" for k, v in info.get("versions", {}).items())
         + ".",
         "",
         markdown_table(["machine", ""], [list(kv) for kv in info["machine"]]),
@@ -290,6 +463,8 @@ def render(
         + (" (`lr / sqrt(1 + t / steps_per_epoch)`)" if a.schedule == "invscaling" else "")
         + ", L2 = 1/n_train on the weights only, zero initial parameters, float64, one BLAS "
         "thread per rank.",
+        f"- Per-rank batches: W1 and W3 {a.batch_sizes.replace(',', ', ')}; W2 "
+        f"{a.w2_batch_sizes.replace(',', ', ')} (W2 at scale {a.w2_scale:g}).",
         f"- Epochs per launch: {_epochs_note(a)}.",
         "",
     ]
@@ -306,12 +481,15 @@ def render(
     elif optimum:
         lines += [f"W1 optimum failed: {optimum.get('error')}", ""]
     for w in workloads:
-        lines += workload_section(w, systems, results, target if w.name == "W1" else None)
-    lines += thread_section(results, workloads)
-    lines += floor_section(floors, workloads, a)
-    lines += w2_section(results, floors, workloads)
-    lines += sklearn_section(results, optimum)
-    lines += profile_section(profile)
+        ttt = target if w.name == "W1" else None
+        lines += workload_section(w, systems, results, ttt, a, info)
+        if w.sparse:
+            lines += exchange_section(results, workloads, a, info)
+    lines += thread_section(results, workloads, info)
+    lines += floor_section(floors, workloads, a, info)
+    lines += w2_section(results, floors, workloads, a, info)
+    lines += sklearn_section(results, optimum, info)
+    lines += profile_section(profile, info)
     lines += ["## How the figures are made", "", report.__doc__.strip().split("\n\n", 1)[1], ""]
     return "\n".join(lines)
 

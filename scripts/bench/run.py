@@ -2,14 +2,18 @@
 
 Usage::
 
-    python scripts/bench/run.py [--workloads W1,W3,W2] [--scale F] [--reps 3] [--ranks 2]
-                                [--batch-sizes 256,4096] [--smoke] [--out docs/benchmarks.md]
+    python scripts/bench/run.py [--workloads W1,W3,W2] [--scale F] [--w2-scale F] [--reps 3]
+                                [--ranks 2] [--batch-sizes 256,4096] [--w2-batch-sizes 32,128,256]
+                                [--smoke] [--out docs/benchmarks.md]
 
 For every cell (workload x per-rank batch) and repetition, each system is launched once, in turn
 (A B C A B C ...), each launch a separate process with a timeout; see :mod:`systems` for the
 systems and :mod:`report` for how the figures are summarised. Before the cells: the data sets are
 generated if missing (:mod:`workloads`), W1's optimum is computed (:mod:`optimum`, cached), and
 the hardware floor is measured (:mod:`floor`).
+
+On W2 (CSR) mpi_sgd also runs with ``--exchange dense`` and ``--exchange sparse`` beside its
+default (``auto``), so the two gradient exchanges are compared in the same repetitions.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import shlex
 import sys
 import time
 
 import machine
+import provenance
 from launch import PROJECT_VAR, ROOT, mpi_cmd, py_cmd, run, script
-from render import render
+from render import batches_for, render
 from report import epoch_median
 from systems import (
     BARE,
@@ -35,6 +41,7 @@ from systems import (
     MPI_SGD,
     MPI_SGD_2T,
     MPI_SGD_DENSE,
+    MPI_SGD_SPARSE,
     RUNNERS,
     SK_LBFGS,
     SK_SGD,
@@ -47,6 +54,8 @@ from workloads import DEFAULT_CACHE, WorkloadData, ensure_workload
 
 DEFAULT_EPOCHS = {"W1": 4, "W3": 3, "W2": 2}
 SMOKE_SCALE = 0.002
+W2_SCALE = 0.5  # W2's default row-count factor, relative to --scale (keeps the run ~10 minutes)
+EXCHANGE_VARIANTS = {MPI_SGD_DENSE: "dense", MPI_SGD_SPARSE: "sparse"}
 MANY_STEPS_BATCH = 1024  # below this per-rank batch, torch DDP runs one (pre-faulted) epoch
 
 
@@ -55,18 +64,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--workloads", default="W1,W3,W2", help="comma-separated (default: %(default)s)")
     p.add_argument("--scale", type=float, default=1.0, help="row-count factor (default 1)")
-    p.add_argument("--w2-scale", type=float, help="row-count factor of W2 (default: --scale)")
+    p.add_argument(
+        "--w2-scale",
+        type=float,
+        help=f"row-count factor of W2 (default: {W2_SCALE:g} x --scale; its small per-rank "
+        "batches take many steps)",
+    )
     p.add_argument("--reps", type=int, default=3, help="repetitions (default: %(default)s)")
     p.add_argument("--ranks", type=int, default=2, help="MPI ranks (default: %(default)s)")
     p.add_argument(
-        "--batch-sizes", default="256,4096", help="per-rank batches (default: %(default)s)"
+        "--batch-sizes",
+        default="256,4096",
+        help="per-rank batches of W1 and W3 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--w2-batch-sizes",
+        default="32,128,256",
+        help="per-rank batches of W2, where mpi_sgd runs with both --exchange dense and sparse "
+        "(default: %(default)s)",
     )
     p.add_argument("--epochs", type=int, help="epochs of every launch (default: W1 4, W3 3, W2 2)")
     p.add_argument("--lr", type=float, help="learning rate (default: min(1, 0.1 * batch / 256))")
     p.add_argument("--schedule", choices=("constant", "invscaling"), default="invscaling")
     p.add_argument(
         "--systems",
-        help="comma-separated subset of: " + ", ".join(RUNNERS) + f", {MPI_SGD_DENSE}",
+        help="comma-separated subset of: "
+        + ", ".join([*RUNNERS, *EXCHANGE_VARIANTS])
+        + " (and 'mpi_sgd @ LABEL' of --compare)",
     )
     p.add_argument("--smoke", action="store_true", help=f"scale {SMOKE_SCALE}, 1 rep, 1 epoch")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -90,8 +114,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.smoke:
         a.scale, a.reps, a.epochs, a.timeout = SMOKE_SCALE, 1, 1, min(a.timeout, 180)
-        a.batch_sizes = a.batch_sizes if "--batch-sizes" in (argv or sys.argv) else "256"
-    a.w2_scale = a.w2_scale or a.scale
+        given = argv if argv is not None else sys.argv
+        a.batch_sizes = a.batch_sizes if "--batch-sizes" in given else "256"
+        a.w2_batch_sizes = a.w2_batch_sizes if "--w2-batch-sizes" in given else "256"
+        a.w2_scale = a.w2_scale or a.scale
+    a.w2_scale = a.w2_scale or W2_SCALE * a.scale
     return a
 
 
@@ -100,19 +127,35 @@ def lr_for(batch: int, a: argparse.Namespace) -> float:
     return a.lr if a.lr is not None else min(1.0, 0.1 * batch / 256)
 
 
-def build_runners(a: argparse.Namespace) -> dict[str, Runner]:
-    """The launchers of every system: the fixed ones, plus one per ``--compare`` version and
-    mpi_sgd with ``--exchange dense`` when the main version has that flag."""
-    runners: dict[str, Runner] = {MPI_SGD: RUNNERS[MPI_SGD]}
+def compared(a: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """``(system name, label, directory)`` of every ``--compare LABEL=DIR``."""
+    out = []
     for spec in a.compare:
         label, _, path = spec.rpartition("=")
         path = os.path.abspath(path)
-        name = f"{MPI_SGD} @ {label or os.path.basename(path)}"
+        out.append((f"{MPI_SGD} @ {label or os.path.basename(path)}", label, path))
+    return out
+
+
+def exchange_choices() -> set[str]:
+    """The values of the main mpi_sgd's ``--exchange`` (empty when it has no such flag)."""
+    found = re.search(
+        r"--exchange \{([^}]*)\}", run(py_cmd(["-m", "mpi_sgd.train", "--help"]), 120).stdout
+    )
+    return set(found.group(1).split(",")) if found else set()
+
+
+def build_runners(a: argparse.Namespace) -> dict[str, Runner]:
+    """The launchers of every system: the fixed ones, plus one per ``--compare`` version and
+    mpi_sgd with ``--exchange dense`` and ``--exchange sparse`` when the main version has
+    them."""
+    runners: dict[str, Runner] = {MPI_SGD: RUNNERS[MPI_SGD]}
+    for name, _, path in compared(a):
         runners[name] = functools.partial(run_mpi_sgd, name=name, project=path)
-    if "--exchange" in run(py_cmd(["-m", "mpi_sgd.train", "--help"]), 120).stdout:
-        runners[MPI_SGD_DENSE] = functools.partial(
-            run_mpi_sgd, name=MPI_SGD_DENSE, extra=("--exchange", "dense")
-        )
+    choices = exchange_choices()
+    for name, value in EXCHANGE_VARIANTS.items():
+        if value in choices:
+            runners[name] = functools.partial(run_mpi_sgd, name=name, extra=("--exchange", value))
     runners.update({k: v for k, v in RUNNERS.items() if k != MPI_SGD})
     return runners
 
@@ -133,13 +176,13 @@ def available_systems(a: argparse.Namespace, runners: dict[str, Runner]) -> list
 
 def systems_for(w: WorkloadData, batch_index: int, systems: list[str]) -> list[str]:
     """The systems of one cell: single-process sklearn once per workload, W2 MPI only, the
-    dense-exchange variant on W2 only."""
+    dense- and sparse-exchange variants on W2 only."""
     out = []
     for s in systems:
         is_mpi_sgd_version = s == MPI_SGD or s.startswith(MPI_SGD + " @ ")
-        if w.sparse and not (is_mpi_sgd_version or s in (BARE, MPI_SGD_DENSE)):
+        if w.sparse and not (is_mpi_sgd_version or s == BARE or s in EXCHANGE_VARIANTS):
             continue
-        if not w.sparse and s == MPI_SGD_DENSE:
+        if not w.sparse and s in EXCHANGE_VARIANTS:
             continue
         if s in (SK_SGD, SK_LBFGS) and batch_index > 0:
             continue
@@ -200,10 +243,7 @@ def measure_floors(workloads: list[WorkloadData], a: argparse.Namespace) -> dict
 def profile_steps(workloads: list[WorkloadData], a: argparse.Namespace) -> list[dict]:
     """The per-step breakdown of :mod:`profile_step` for the dense workloads, for the main
     mpi_sgd and each ``--compare`` version."""
-    versions = [(MPI_SGD, a.project)]
-    for spec in a.compare:
-        label, _, path = spec.rpartition("=")
-        versions.append((f"{MPI_SGD} @ {label or os.path.basename(path)}", os.path.abspath(path)))
+    versions = [(MPI_SGD, a.project)] + [(name, path) for name, _, path in compared(a)]
     records = []
     for w in workloads:
         if w.sparse:
@@ -220,12 +260,14 @@ def profile_steps(workloads: list[WorkloadData], a: argparse.Namespace) -> list[
     return records
 
 
-def describe_project(path: str) -> str:
-    """Where mpi_sgd came from: the path, and its git commit when it is a checkout."""
-    git = ["git", "-C", path, "describe", "--always", "--dirty", "--abbrev=10"]
-    res = run(git, timeout=30)
-    where = f"`{os.path.abspath(path)}`"
-    return f"{where} at `{res.stdout.strip()}`" if res.ok else where
+def describe_versions(a: argparse.Namespace) -> dict[str, str]:
+    """Which commit each mpi_sgd system ran, by system name (see :mod:`provenance`)."""
+    out = {MPI_SGD: provenance.identify(a.project, ROOT)["text"]}
+    for name, label, path in compared(a):
+        out[name] = provenance.identify(path, ROOT, label or None)["text"]
+    for name in EXCHANGE_VARIANTS:
+        out[name] = f"`{MPI_SGD}` with `{name.split(' ', 1)[1]}`"
+    return out
 
 
 # ------------------------------------------------------------------------------------ run
@@ -236,11 +278,10 @@ def run_cells(
     a: argparse.Namespace,
 ) -> list[RunResult]:
     """Every cell, repetition and system, interleaved."""
-    batches = [int(b) for b in a.batch_sizes.split(",")]
     plan = [
         (w, bi, batch, rep, s)
         for w in workloads
-        for bi, batch in enumerate(batches)
+        for bi, batch in enumerate(batches_for(w, a))
         for rep in range(a.reps)
         for s in systems_for(w, bi, systems)
     ]
@@ -269,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now().astimezone()
     load_before = machine.load_average()
     runners = build_runners(a)
+    versions = describe_versions(a)  # at the start: "HEAD" is the HEAD the run began with
     systems = available_systems(a, runners)
     names = [n.strip() for n in a.workloads.split(",") if n.strip()]
     workloads = [ensure_workload(n, a.w2_scale if n == "W2" else a.scale, a.cache) for n in names]
@@ -287,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine.describe(),
         "load": (load_before, machine.load_average()),
         "minutes": (time.perf_counter() - t0) / 60,
-        "project": describe_project(a.project),
+        "project": f"`{a.project}`",
         "compare": [f"`{c}`" for c in a.compare],
+        "versions": versions,
     }
     text = render(info, a, workloads, systems, results, optimum, floors, profile)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

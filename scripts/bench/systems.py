@@ -8,6 +8,7 @@ schedule, and reports per-epoch training seconds and test log-loss in :class:`Ru
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from workloads import WorkloadData
 MPI_SGD = "mpi_sgd"
 MPI_SGD_2T = "mpi_sgd --blas-threads 2"
 MPI_SGD_DENSE = "mpi_sgd --exchange dense"
+MPI_SGD_SPARSE = "mpi_sgd --exchange sparse"
 BARE = "bare loop"
 BARE_INDEX = "bare loop, X[idx] gather"
 DDP = "torch DDP (gloo)"
@@ -139,9 +141,11 @@ def run_mpi_sgd(
     extra: tuple[str, ...] = (),
     project: str | None = None,
 ) -> RunResult:
-    """``mpiexec -n R python -m mpi_sgd.train ... --metrics FILE --quiet [extra]``.
+    """``mpiexec -n R python -m mpi_sgd.train ... --metrics FILE --progress none [extra]``.
 
-    ``project`` is the directory to import mpi_sgd from (default: ``s.project``).
+    ``project`` is the directory to import mpi_sgd from (default: ``s.project``). Rank 0's log
+    (a few lines, printed outside the timed steps) tells which gradient exchange the trainer
+    chose; it is kept as ``extra["exchange"]`` (``dense`` or ``sparse``) when the version says.
     """
     with tempfile.TemporaryDirectory(prefix="mpi_sgd_bench_") as tmp:
         metrics = os.path.join(tmp, "metrics.jsonl")
@@ -155,7 +159,6 @@ def run_mpi_sgd(
             str(s.ranks * s.batch),
             "--metrics",
             metrics,
-            "--quiet",
             "--progress",
             "none",
             "--blas-threads",
@@ -165,7 +168,14 @@ def run_mpi_sgd(
         cmd = mpi_cmd(s.ranks, ["-m", "mpi_sgd.train", *args])
         res = run(cmd, s.timeout, blas_threads, project or s.project)
         records = [r for r in read_json_lines(metrics) if r.get("event") == "epoch"]
-    return _epochs_from(records, _result(name, w, s, rep, res))
+    out = _epochs_from(records, _result(name, w, s, rep, res))
+    chosen = EXCHANGE_LOG.search(res.stdout)
+    if chosen:
+        out.extra["exchange"] = chosen.group(1)
+    return out
+
+
+EXCHANGE_LOG = re.compile(r"\b(dense|sparse) exchange\b")
 
 
 def run_mpi_sgd_2t(w: WorkloadData, s: Settings, rep: int) -> RunResult:
