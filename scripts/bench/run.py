@@ -56,6 +56,11 @@ DEFAULT_EPOCHS = {"W1": 4, "W3": 3, "W2": 2}
 SMOKE_SCALE = 0.002
 W2_SCALE = 0.5  # W2's default row-count factor, relative to --scale (keeps the run ~10 minutes)
 EXCHANGE_VARIANTS = {MPI_SGD_DENSE: "dense", MPI_SGD_SPARSE: "sparse"}
+# Opt-in variants (--systems only): what the speed options buy, measured beside the default.
+OPTIONAL_VARIANTS = {
+    "mpi_sgd --dtype float32": ("--dtype", "float32"),
+    "mpi_sgd --shuffle blocks": ("--shuffle", "blocks"),
+}
 MANY_STEPS_BATCH = 1024  # below this per-rank batch, torch DDP runs one (pre-faulted) epoch
 
 
@@ -89,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--systems",
         help="comma-separated subset of: "
-        + ", ".join([*RUNNERS, *EXCHANGE_VARIANTS])
+        + ", ".join([*RUNNERS, *EXCHANGE_VARIANTS, *OPTIONAL_VARIANTS])
         + " (and 'mpi_sgd @ LABEL' of --compare)",
     )
     p.add_argument("--smoke", action="store_true", help=f"scale {SMOKE_SCALE}, 1 rep, 1 epoch")
@@ -156,13 +161,17 @@ def build_runners(a: argparse.Namespace) -> dict[str, Runner]:
     for name, value in EXCHANGE_VARIANTS.items():
         if value in choices:
             runners[name] = functools.partial(run_mpi_sgd, name=name, extra=("--exchange", value))
+    for name, extra in OPTIONAL_VARIANTS.items():
+        runners[name] = functools.partial(run_mpi_sgd, name=name, extra=extra)
     runners.update({k: v for k, v in RUNNERS.items() if k != MPI_SGD})
     return runners
 
 
 def available_systems(a: argparse.Namespace, runners: dict[str, Runner]) -> list[str]:
     """The systems to run: those asked for whose libraries are importable."""
-    wanted = a.systems.split(",") if a.systems else list(runners)
+    wanted = (
+        a.systems.split(",") if a.systems else [r for r in runners if r not in OPTIONAL_VARIANTS]
+    )
     unknown = set(wanted) - set(runners)
     if unknown:
         raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {list(runners)}")
