@@ -117,15 +117,6 @@ class Communicator:
         """Sum one integer over all ranks. Collective."""
         return int(self.allreduce_sum_(np.array([value], dtype=np.int64))[0])
 
-    def max_int(self, value: int) -> int:
-        """Maximum of one integer over all ranks. Collective."""
-        return int(self.allreduce_max_(np.array([value], dtype=np.int64))[0])
-
-    def exscan_int(self, value: int) -> int:
-        """Sum of ``value`` over the ranks below this one (0 on rank 0). Collective."""
-        counts = self.allgather_int(value)
-        return int(counts[: self.rank].sum())
-
     def allgather_int(self, value: int) -> np.ndarray:
         """Every rank's ``value``, as an int64 array of length ``size``. Collective."""
         out = np.empty(self.size, dtype=np.int64)
