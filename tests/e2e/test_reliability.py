@@ -394,7 +394,7 @@ def test_a_signal_stops_every_rank_with_a_resumable_checkpoint(tmp_path, how):
     # mpiexec forwards SIGUSR1 to every rank, but the copies may land either side of a step's vote
     ranks = r"1 rank" if name == "SIGTERM" else r"[12] ranks?"
     assert len(re.findall(rf"stopped by {name} \(on {ranks}\)", err)) == 1, err
-    records = [json.loads(line) for line in open(tmp_path / f"{tag}.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / f"{tag}.jsonl").read_text().splitlines()]
     (stopped,) = [r for r in records if r["event"] == "stopped"]
     latest, _ = find_latest(ckpt)
     # the newest checkpoint is the stop's own (or the periodic one at the same step)
