@@ -148,7 +148,7 @@ class LinearModel:
                 self._scores_ws = np.empty(m)
             s = self._scores_ws[:m]
             np.matmul(X, self._coef[0], out=s)
-            s += self._intercept
+            s += self._intercept.item(0)
             total = self.loss.loss_dscores(s, y, s, with_loss)
             np.matmul(s, X, out=gcoef[0])
             gint[0] = s.sum() if self.fit_intercept else 0.0

@@ -314,7 +314,7 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         default=d.exchange,
         help="gradient exchange per step: dense (one Allreduce of all parameters) or sparse "
         "(CSR data, --optimizer sgd, no --l1: only the coordinates the batch touches, with "
-        "lazy L2); auto picks sparse when its payload is smaller (default: %(default)s)",
+        "lazy L2); auto picks sparse when its payload is at least 4.5x smaller than the parameters (default: %(default)s)",
     )
 
     g = p.add_argument_group("output")

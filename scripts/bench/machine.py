@@ -24,7 +24,11 @@ def cpu_model() -> str:
 
 def mpi_library() -> str:
     """The first line of ``MPI.Get_library_version()`` (asked in a subprocess)."""
-    code = "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])"
+    # Open MPI's version string ends in a NUL byte: keep printable characters only.
+    code = (
+        "from mpi4py import MPI; "
+        "print(''.join(c for c in MPI.Get_library_version().splitlines()[0] if c.isprintable()))"
+    )
     res = run(py_cmd(["-c", code]), timeout=60)
     return " ".join(res.stdout.split()) if res.ok else f"unknown ({res.error()})"
 
