@@ -64,6 +64,47 @@ def scores(X, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(X @ W[0]) + b[0] if W.shape[0] == 1 else np.asarray(X @ W.T) + b
 
 
+def overlapped_epoch(a, X, y, perm, bounds, params, buf, comm, epoch: int, softmax: bool) -> float:
+    """The same epoch (dense rows), with each step's Allreduce started by ``Iallreduce`` and the
+    next batch gathered into a second buffer before waiting for it. Returns the seconds from
+    ``Iallreduce`` to the end of ``Wait``."""
+    d, steps = X.shape[1], len(bounds) - 1
+    K = params.size // (d + 1)
+    W, b = params[: K * d].reshape(K, d), params[K * d :]
+    gW, gb = buf[: K * d].reshape(K, d), buf[K * d : -1]
+    width = int(np.diff(bounds).max())
+    xbufs = [np.empty((width, d)), np.empty((width, d))]
+    ybufs = [np.empty(width, dtype=y.dtype), np.empty(width, dtype=y.dtype)]
+
+    def gather(s: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = perm[bounds[s] : bounds[s + 1]]
+        m = len(idx)
+        Xb = np.take(X, idx, axis=0, out=xbufs[s % 2][:m], mode="clip")
+        return Xb, np.take(y, idx, out=ybufs[s % 2][:m], mode="clip")
+
+    t_comm = 0.0
+    Xb, yb = gather(0)
+    for s in range(steps):
+        R = dscores(scores(Xb, W, b), yb, softmax)
+        gW[:] = (Xb.T @ R).T
+        gb[:] = R.sum(axis=0)
+        buf[-1] = len(yb)
+        t1 = time.perf_counter()
+        request = comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        if s + 1 < steps:
+            Xb, yb = gather(s + 1)
+        request.Wait()
+        t_comm += time.perf_counter() - t1
+        buf[: K * d] += (a.l2 * buf[-1]) * params[: K * d]
+        lr = (
+            a.lr
+            if a.schedule == "constant"
+            else a.lr / math.sqrt(1.0 + (epoch * steps + s) / steps)
+        )
+        params -= (lr / buf[-1]) * buf[:-1]
+    return t_comm
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", required=True)
@@ -77,6 +118,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=10, help="classes of --model softmax")
     p.add_argument("--gather", choices=("take", "index"), default="take", help="X.take or X[idx]")
+    p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="dense rows: Iallreduce, gather the next batch, then Wait (does overlap pay?)",
+    )
     a = p.parse_args()
     threadpool_limits(1)
     comm = MPI.COMM_WORLD
@@ -85,6 +131,8 @@ def main() -> None:
     Xt, yt = load_slice(a.test, rank, size)
     constant = a.schedule == "constant"
     softmax, sparse = a.model == "softmax", sp.issparse(X)
+    if a.overlap and sparse:
+        p.error("--overlap needs dense rows (X.npy)")
     K, d = (a.classes if softmax else 1), X.shape[1]
     y, yt = (y.astype(np.int64), yt.astype(np.int64)) if softmax else (y, yt)
     n_total = comm.allreduce(X.shape[0])
@@ -97,7 +145,12 @@ def main() -> None:
         perm = np.random.default_rng([a.seed, epoch, rank]).permutation(X.shape[0])
         bounds = np.arange(steps + 1) * X.shape[0] // steps
         t_comm, t0 = 0.0, time.perf_counter()
-        for s in range(steps):
+        if a.overlap:
+            t_comm = overlapped_epoch(a, X, y, perm, bounds, params, buf, comm, epoch, softmax)
+            steps_left = 0
+        else:
+            steps_left = steps
+        for s in range(steps_left):
             idx = perm[bounds[s] : bounds[s + 1]]
             Xb = X[idx] if sparse or a.gather == "index" else X.take(idx, axis=0)
             R = dscores(scores(Xb, W, b), y.take(idx), softmax)

@@ -37,6 +37,7 @@ from render import batches_for, render
 from report import epoch_median
 from systems import (
     BARE,
+    BARE_OVERLAP,
     DDP,
     MPI_SGD,
     MPI_SGD_2T,
@@ -93,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("constant", "invscaling"), default="invscaling")
     p.add_argument(
         "--systems",
-        help="comma-separated subset of: "
-        + ", ".join([*RUNNERS, *EXCHANGE_VARIANTS, *OPTIONAL_VARIANTS])
+        help="subset separated by commas without a space (a name may contain ', '): "
+        + "; ".join([*RUNNERS, *EXCHANGE_VARIANTS, *OPTIONAL_VARIANTS])
         + " (and 'mpi_sgd @ LABEL' of --compare)",
     )
     p.add_argument("--smoke", action="store_true", help=f"scale {SMOKE_SCALE}, 1 rep, 1 epoch")
@@ -169,9 +170,11 @@ def build_runners(a: argparse.Namespace) -> dict[str, Runner]:
 
 def available_systems(a: argparse.Namespace, runners: dict[str, Runner]) -> list[str]:
     """The systems to run: those asked for whose libraries are importable."""
-    wanted = (
-        a.systems.split(",") if a.systems else [r for r in runners if r not in OPTIONAL_VARIANTS]
-    )
+    opt_in = {*OPTIONAL_VARIANTS, BARE_OVERLAP}
+    if a.systems:
+        wanted = re.split(r",(?! )", a.systems)  # "bare loop, X[idx] gather" is one name
+    else:
+        wanted = [r for r in runners if r not in opt_in]
     unknown = set(wanted) - set(runners)
     if unknown:
         raise SystemExit(f"unknown systems {sorted(unknown)}; choose from {list(runners)}")

@@ -22,6 +22,7 @@ MPI_SGD_DENSE = "mpi_sgd --exchange dense"
 MPI_SGD_SPARSE = "mpi_sgd --exchange sparse"
 BARE = "bare loop"
 BARE_INDEX = "bare loop, X[idx] gather"
+BARE_OVERLAP = "bare loop, Iallreduce overlap"
 DDP = "torch DDP (gloo)"
 SK_SGD = "sklearn SGDClassifier"
 SK_LBFGS = "sklearn LogisticRegression(lbfgs)"
@@ -183,13 +184,21 @@ def run_mpi_sgd_2t(w: WorkloadData, s: Settings, rep: int) -> RunResult:
     return run_mpi_sgd(w, s, rep, blas_threads=2, name=MPI_SGD_2T)
 
 
-def run_bare(w: WorkloadData, s: Settings, rep: int, gather: str = "take") -> RunResult:
+def run_bare(
+    w: WorkloadData, s: Settings, rep: int, gather: str = "take", overlap: bool = False
+) -> RunResult:
     """``mpiexec -n R python scripts/bench/bare_loop.py ...``."""
     args = [script("bare_loop.py"), *_common(w, s), "--batch-size", str(s.batch)]
-    args += ["--classes", str(w.n_classes), "--gather", gather]
+    args += ["--classes", str(w.n_classes), "--gather", gather, *(["--overlap"] if overlap else [])]
     res = run(mpi_cmd(s.ranks, args), s.timeout)
-    name = BARE if gather == "take" else BARE_INDEX
+    name = BARE_OVERLAP if overlap else BARE if gather == "take" else BARE_INDEX
     return _epochs_from(res.records, _result(name, w, s, rep, res))
+
+
+def run_bare_overlap(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """The bare loop with each step's Allreduce overlapped with the next batch's gather
+    (``Iallreduce``, gather, ``Wait``)."""
+    return run_bare(w, s, rep, overlap=True)
 
 
 def run_bare_index(w: WorkloadData, s: Settings, rep: int) -> RunResult:
@@ -233,6 +242,7 @@ RUNNERS: dict[str, Runner] = {
     MPI_SGD_2T: run_mpi_sgd_2t,
     BARE: run_bare,
     BARE_INDEX: run_bare_index,
+    BARE_OVERLAP: run_bare_overlap,
     DDP: run_ddp,
     SK_SGD: run_sk_sgd,
     SK_LBFGS: run_sk_lbfgs,

@@ -6,13 +6,14 @@ suite prints, never by timed assertions in tests.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.e2e.helpers import ROOT, env
+from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS, ROOT, env
 
 RUN = os.path.join(ROOT, "scripts", "bench", "run.py")
 TIMEOUT = 900
@@ -46,3 +47,24 @@ def test_bench_smoke_writes_a_table_with_mpi_sgd_and_the_bare_loop(tmp_path):
     assert "## W2: mpi_sgd `--exchange dense` vs `--exchange sparse`" in text
     assert "Measured by `python scripts/bench/run.py --smoke" in text
     assert "`mpi_sgd` = " in text
+
+
+@pytest.mark.parametrize("model", ["logistic", "softmax"])
+def test_the_overlapped_bare_loop_computes_the_same_epochs(tmp_path, model):
+    """``bare_loop.py --overlap`` (Iallreduce, next gather, Wait) is a timing variant only."""
+    kind = "binary" if model == "logistic" else "multiclass"
+    make = [sys.executable, "-m", "mpi_sgd.datasets", "make", "--kind", kind, "--rows", "3001"]
+    make += ["--test-rows", "500", "--features", "7", "--format", "npy", "--out", str(tmp_path)]
+    subprocess.run(make, check=True, env=env(), cwd=ROOT, timeout=120, capture_output=True)
+    bare = [os.path.join(ROOT, "scripts", "bench", "bare_loop.py")]
+    bare += ["--train", str(tmp_path / "train"), "--test", str(tmp_path / "test")]
+    bare += ["--model", model, "--classes", "5", "--batch-size", "64", "--schedule", "invscaling"]
+    bare += ["--l2", "0.001"]
+    losses = []
+    for overlap in ([], ["--overlap"]):
+        cmd = [MPIEXEC, *MPIEXEC_ARGS, "-n", "3", sys.executable, *bare, *overlap]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        losses.append([json.loads(line)["test_loss"] for line in proc.stdout.splitlines()])
+    assert len(losses[0]) == 3
+    assert losses[0] == losses[1]
