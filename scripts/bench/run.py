@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/bench/run.py [--workloads W1,W3,W2] [--scale F] [--w2-scale F] [--reps 3]
-                                [--ranks 2] [--batch-sizes 256,4096] [--w2-batch-sizes 32,128,256]
+                                [--ranks 2] [--batch-sizes 256,4096] [--w2-batch-sizes 32,128,256,512]
                                 [--smoke] [--out docs/benchmarks.md]
 
 For every cell (workload x per-rank batch) and repetition, each system is launched once, in turn
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--w2-batch-sizes",
-        default="32,128,256",
+        default="32,128,256,512",
         help="per-rank batches of W2, where mpi_sgd runs with both --exchange dense and sparse "
         "(default: %(default)s)",
     )
