@@ -22,6 +22,7 @@ from mpi_sgd.optim import OPTIMIZERS, SCHEDULES
 
 DTYPES = ("auto", "float64", "float32")
 EXCHANGES = ("auto", "dense", "sparse")
+SYNCS = ("gradients", "models", "one-shot")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "auto"
     exchange: str = "auto"
+    sync: str = "gradients"
+    average_every: int = 0
 
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the flag and the bad value."""
@@ -61,6 +64,7 @@ class TrainConfig:
             "partition": list(PARTITIONS),
             "dtype": list(DTYPES),
             "exchange": list(EXCHANGES),
+            "sync": list(SYNCS),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -82,6 +86,20 @@ class TrainConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.average_every < 0:
+            raise ConfigError(f"--average-every must be >= 0, got {self.average_every}")
+        if self.average_every and self.sync != "models":
+            raise ConfigError("--average-every applies to --sync models only")
+        if self.sync != "gradients":
+            if self.optimizer != "sgd":
+                raise ConfigError(
+                    f"--sync {self.sync} needs --optimizer sgd: each rank would keep an optimiser "
+                    "state of its own that averaging the parameters does not reconcile"
+                )
+            if self.exchange == "sparse":
+                raise ConfigError(
+                    f"--exchange sparse exchanges gradients; not with --sync {self.sync}"
+                )
         if self.seed < 0:  # numpy's default_rng rejects negative seeds deep in the data code
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         return self

@@ -37,7 +37,7 @@ from mpi_sgd.checkpoint import (
     save_checkpoint,
 )
 from mpi_sgd.comm import Communicator, describe_error
-from mpi_sgd.config import DTYPES, EXCHANGES, TrainConfig
+from mpi_sgd.config import DTYPES, EXCHANGES, SYNCS, TrainConfig
 from mpi_sgd.data.batching import SHUFFLES, BatchPlan
 from mpi_sgd.data.dataset import Dataset, ReadOptions, is_synthetic, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
@@ -314,7 +314,29 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         default=d.exchange,
         help="gradient exchange per step: dense (one Allreduce of all parameters) or sparse "
         "(CSR data, --optimizer sgd, no --l1: only the coordinates the batch touches, with "
-        "lazy L2); auto picks sparse when its payload is at least 4.5x smaller than the parameters (default: %(default)s)",
+        "lazy L2); auto picks sparse when its payload is at least 4.5x smaller than the "
+        "parameters; only with --sync gradients (default: %(default)s)",
+    )
+
+    g.add_argument(
+        "--sync",
+        choices=SYNCS,
+        default=d.sync,
+        help="gradients: average the gradients with one Allreduce every step, so every rank "
+        "holds the same parameters after every step (the defining mode); models: each rank "
+        "runs SGD on its own rows without communicating, and the ranks average their "
+        "parameters (weighted by the rows each used) every --average-every steps and at each "
+        "epoch end; one-shot: average once, at the end of training (epoch lines evaluate the "
+        "average so far). Model averaging needs --optimizer sgd, and its result depends on "
+        "the number of ranks (default: %(default)s)",
+    )
+    g.add_argument(
+        "--average-every",
+        type=int,
+        default=d.average_every,
+        metavar="STEPS",
+        help="with --sync models: average the parameters every STEPS steps as well as at each "
+        "epoch end; 0 averages at epoch ends only (default: %(default)s)",
     )
 
     g = p.add_argument_group("output")
@@ -437,6 +459,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         dtype=args.dtype,
         exchange=args.exchange,
+        sync=args.sync,
+        average_every=args.average_every,
     )
     try:
         return cfg.validate()
@@ -464,6 +488,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     if args.blas_threads < 1:
         raise everywhere(ConfigError(f"--blas-threads must be >= 1, got {args.blas_threads}"))
     _check_reliability_flags(args)
+    _check_sync_flags(args)
     limit_blas_threads(args.blas_threads)
     stop_request = StopRequest(args.stop_after).install()
     # Every flag, not just the training configuration: ranks that disagree on anything (an
@@ -573,7 +598,11 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         + f", optimizer {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), global batch "
         f"{plan.batch_size} ({S} steps/epoch), l2 {cfg.l2:g}, l1 {cfg.l1:g}, "
         f"shuffle {cfg.shuffle}, "
-        f"{'sparse' if use_sparse else 'dense'} exchange"
+        + (
+            f"{'sparse' if use_sparse else 'dense'} exchange"
+            if cfg.sync == "gradients"
+            else f"model averaging ({_averaging(cfg)})"
+        )
     )
     metrics.write(
         "start",
@@ -686,7 +715,7 @@ def _choose_exchange(
     cfg: TrainConfig, train: Dataset, model: LinearModel, comm: Communicator
 ) -> bool:
     """Whether to use the sparse step (the same answer on every rank). Collective."""
-    if cfg.exchange == "dense":
+    if cfg.exchange == "dense" or cfg.sync != "gradients":
         return False
     applicable = train.is_sparse and cfg.optimizer == "sgd" and cfg.l1 == 0
     if cfg.exchange == "auto" and comm.size == 1:
@@ -705,6 +734,34 @@ def _choose_exchange(
     nnz_per_row = comm.sum_int(int(cast("sp.csr_matrix", train.X).nnz)) / max(train.n_total, 1)
     rows = min(cfg.batch_size, train.n_total) / comm.size
     return sparse_exchange_pays(nnz_per_row, rows, comm.size, model.n_outputs, model.n_params)
+
+
+def _averaging(cfg: TrainConfig) -> str:
+    if cfg.sync == "one-shot":
+        return "once, at the end"
+    every = f"every {cfg.average_every} steps and " if cfg.average_every else ""
+    return f"{every}at epoch ends"
+
+
+def _check_sync_flags(args: argparse.Namespace) -> None:
+    """Checkpoints need identical parameters on every rank, so under model averaging they
+    must fall on an average."""
+    if args.sync == "one-shot" and (args.checkpoint_dir or args.resume):
+        raise everywhere(
+            ConfigError(
+                "--sync one-shot cannot checkpoint: the ranks' models differ until the final "
+                "average; use --sync models to checkpoint"
+            )
+        )
+    every, ckpt = args.average_every, args.checkpoint_every
+    if args.sync == "models" and ckpt and (every == 0 or ckpt % every):
+        raise everywhere(
+            ConfigError(
+                f"--checkpoint-every {ckpt} must be a multiple of --average-every {every} under "
+                "--sync models (checkpoints are taken where the parameters have been averaged); "
+                "or use --checkpoint-every-epochs"
+            )
+        )
 
 
 def _check_reliability_flags(args: argparse.Namespace) -> None:

@@ -13,6 +13,12 @@ Every step, on every rank::
 Every rank then applies the same arithmetic to the same bytes, so parameters stay identical on
 all ranks; a digest of them is compared at each epoch end. Dividing by the global count (not by
 the number of ranks) keeps the mean exact when partitions are unequal or empty.
+
+Model averaging (``sync="models"`` or ``"one-shot"``) is the alternative: each rank steps on its
+own batch's mean gradient with no communication, and the ranks replace their parameters by the
+row-weighted mean ``sum_r n_r params_r / sum_r n_r`` (``n_r``: rows rank r used since the last
+average) every ``average_every`` steps and at each epoch end (``models``), or once at the end
+of training (``one-shot``, whose epoch-end evaluations use that mean without adopting it).
 """
 
 from __future__ import annotations
@@ -131,6 +137,13 @@ class Trainer:
     sparse : bool
         Use :class:`~mpi_sgd.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange only the
         touched coordinates and keep L2 lazy.
+
+    Notes
+    -----
+    With ``config.sync`` other than ``"gradients"`` (model averaging, plain SGD only), steps do
+    not communicate. Stop requests, the training loss and non-finite values are then agreed on
+    at the averages, and a checkpoint must fall on one (the parameters are identical only
+    there): every ``config.average_every`` steps and at epoch ends for ``"models"``.
     """
 
     def __init__(
@@ -183,6 +196,20 @@ class Trainer:
         self._grad_pen = self._grad[: model.n_penalised]
         self._allreduce_seconds = 0.0
         self.train_loss_every = max(1, train_loss_every)
+        self._local = config.sync != "gradients"  # model averaging: steps do not communicate
+        if self._local and sparse:
+            raise ValueError("the sparse exchange is a gradient exchange; not with model averaging")
+        if self._local:
+            self._sum_buf = _no_exchange
+            # [params x rows, rows, loss sum, loss rows, rows, stop votes, non-finite ranks]
+            self._avg_buf = np.zeros(P + 6)
+            self._window = np.zeros(3)  # this rank's [loss sum, loss rows, rows] since the last
+            self._avg_rows = 0.0  # rows this rank stepped on since its parameters were averaged
+            self._carried_rows = 0.0
+            self._window_start = self.position.global_step
+            self._nonfinite_step: int | None = None
+        # Stop votes ride on each step's Allreduce; with model averaging, on the averages.
+        self._step_votes = None if self._local else stop_request
         self.sparse = SparseStep(model, comm, config.l2) if sparse else None
         if self.sparse is not None:
             self.sparse.scale = self.position.coef_scale
@@ -228,7 +255,7 @@ class Trainer:
         if not with_loss:
             buf[P] = 0.0
         buf[P + 1] = X.shape[0]
-        buf[P + 2] = self.stop_request.vote() if self.stop_request is not None else 0.0
+        buf[P + 2] = self._step_votes.vote() if self._step_votes is not None else 0.0
         t0 = time.perf_counter()
         self._sum_buf()
         self._allreduce_seconds += time.perf_counter() - t0
@@ -247,7 +274,9 @@ class Trainer:
         # at load); on steps without the loss, the intercept's gradient (a sum of every row's
         # dL/dscore) and the first coefficient's do. The parameters are checked at epoch ends.
         if not math.isfinite(loss_sum if with_loss else float(grad[-1] + grad[0])):
-            raise self._diverged(t, lr)
+            if not self._local:
+                raise self._diverged(t, lr)
+            self._nonfinite_step = self._nonfinite_step or t + 1  # agreed on at the next average
         c = self.config
         if c.l2:
             np.multiply(self._params_pen, c.l2, out=self._prox_scratch)
@@ -279,7 +308,7 @@ class Trainer:
         total = model.loss_grad_sum(X, y, grad, with_loss)
         buf[P] = total if with_loss else 0.0
         buf[P + 1] = X.shape[0]
-        buf[P + 2] = self.stop_request.vote() if self.stop_request is not None else 0.0
+        buf[P + 2] = self._step_votes.vote() if self._step_votes is not None else 0.0
         t0 = time.perf_counter()
         self._sum_buf()
         self._allreduce_seconds += time.perf_counter() - t0
@@ -293,7 +322,9 @@ class Trainer:
         # See step: the intercept's and the first coefficient's gradients turn non-finite with
         # the scores.
         if not math.isfinite(loss_sum if with_loss else grad.item(0) + last):
-            raise self._diverged(t, lr)
+            if not self._local:
+                raise self._diverged(t, lr)
+            self._nonfinite_step = self._nonfinite_step or t + 1  # agreed on at the next average
         l2 = self.config.l2
         if l2:
             self._params_pen *= 1.0 - lr * l2
@@ -314,7 +345,7 @@ class Trainer:
         u, values, gint, loss_sum = sparse.local_gradient(X, y, with_loss)
         if not with_loss:
             loss_sum = 0.0
-        vote = self.stop_request.vote() if self.stop_request is not None else 0.0
+        vote = self._step_votes.vote() if self._step_votes is not None else 0.0
         before = sparse.allreduce_seconds
         union, grad, gint, (loss_sum, count, votes) = sparse.exchange(
             u, values, gint, np.array([loss_sum, X.shape[0], vote])
@@ -334,6 +365,41 @@ class Trainer:
         self.optimizer.t += 1
         pos.coef_scale = sparse.scale
         return (float(loss_sum) if with_loss else math.nan), float(count)
+
+    def _average(self) -> None:
+        """Model averaging: replace the parameters by the ranks' row-weighted mean, and agree on
+        the window's training loss, stop requests and non-finite values. Collective."""
+        model, buf, pos = self.model, self._avg_buf, self.position
+        P = model.n_params
+        rows = self._avg_rows + self._window[2]
+        np.multiply(model.params, rows, out=buf[:P])
+        buf[P] = rows
+        buf[P + 1 : P + 4] = self._window
+        buf[P + 4] = self.stop_request.vote() if self.stop_request is not None else 0.0
+        buf[P + 5] = 0.0 if self._nonfinite_step is None else 1.0
+        t0 = time.perf_counter()
+        self.comm.allreduce_sum_(buf)
+        self._allreduce_seconds += time.perf_counter() - t0
+        if buf[P + 5] > 0:
+            lr = self.schedule(max(pos.global_step - 1, 0))
+            raise everywhere(
+                DivergenceError(
+                    f"training diverged on {int(buf[P + 5])} rank(s) between global steps "
+                    f"{self._window_start + 1} and {pos.global_step}: the loss or gradient is not "
+                    f"finite (lr {lr:g}); try a smaller --lr, a warm-up, or standardised features"
+                )
+            )
+        if buf[P + 4] > 0:
+            self.stop_reason = describe_votes(buf[P + 4])
+        if buf[P] > 0:  # else no rank had rows since the last average: nothing changed
+            np.divide(buf[:P], buf[P], out=model.params)
+        pos.epoch_loss_sum += buf[P + 1]
+        pos.epoch_loss_count += buf[P + 2]
+        pos.epoch_count += buf[P + 3]
+        self._carried_rows = rows  # one-shot's epoch ends restore the local model and this
+        self._avg_rows = 0.0
+        self._window[:] = 0.0
+        self._window_start = pos.global_step
 
     def _diverged(self, t: int, lr: float) -> DivergenceError:
         """The error for a non-finite loss or gradient at global step ``t`` (0-based)."""
@@ -375,10 +441,20 @@ class Trainer:
         t0 = time.perf_counter()
         for s, rows in enumerate(self.plan.batches(epoch, pos.step_in_epoch), pos.step_in_epoch):
             loss_sum, count = self.step(rows)
-            if loss_sum == loss_sum:  # measured (not NaN) on this step
-                pos.epoch_loss_sum += loss_sum
-                pos.epoch_loss_count += count
-            pos.epoch_count += count
+            if self._local:
+                self._window[2] += count
+                if loss_sum == loss_sum:
+                    self._window[0] += loss_sum
+                    self._window[1] += count
+                every = self.config.average_every
+                # (the epoch's last step is followed by the epoch end's average)
+                if every and pos.global_step % every == 0 and s + 1 < steps:
+                    self._average()
+            else:
+                if loss_sum == loss_sum:  # measured (not NaN) on this step
+                    pos.epoch_loss_sum += loss_sum
+                    pos.epoch_loss_count += count
+                pos.epoch_count += count
             pos.step_in_epoch = s + 1
             if self.watchdog is not None:
                 self.watchdog.beat()
@@ -393,6 +469,14 @@ class Trainer:
             # (at the epoch's last step the epoch end writes the checkpoint, after evaluation)
             if every and pos.global_step % every == 0 and pos.step_in_epoch < steps:
                 self._checkpoint()
+        local_params = None
+        if self._local:
+            last = epoch + 1 == self.config.epochs
+            if self.config.sync == "models" or last:
+                self._average()
+            else:  # one-shot: evaluate the mean the ranks would end with now, keep training apart
+                local_params = self.model.params.copy()
+                self._average()
         train_seconds = time.perf_counter() - t0
         if self.sparse is not None:  # the true parameters, before anyone reads them
             self.sparse.fold()
@@ -421,6 +505,9 @@ class Trainer:
                 self.model, self.train.X, self.train.y, self.comm, c.l2, c.l1
             )
         report.eval_seconds = time.perf_counter() - t1
+        if local_params is not None:
+            self.model.params[:] = local_params
+            self._avg_rows = self._carried_rows
         rss = self.comm.allgather_floats(np.array([peak_rss_mb()]))
         report.peak_rss_mb = [round(float(r[0]), 1) for r in rss]
         if self.watchdog is not None:
@@ -428,7 +515,8 @@ class Trainer:
         every_epochs = self.checkpoint_every_epochs
         at_epoch = every_epochs and pos.epochs_done % every_epochs == 0
         at_steps = self.checkpoint_every and pos.global_step % self.checkpoint_every == 0
-        if at_epoch or at_steps or pos.epochs_done == self.config.epochs:
+        stopping = self.stop_reason is not None  # (model averaging: agreed at the epoch's end)
+        if at_epoch or at_steps or stopping or pos.epochs_done == self.config.epochs:
             self._checkpoint()
         return report
 
@@ -454,7 +542,13 @@ class Trainer:
             reports.append(report)
             if on_epoch is not None:
                 on_epoch(report)
+            if self.stop_reason is not None:
+                break
         return reports
+
+
+def _no_exchange() -> None:
+    """The step's exchange under model averaging: none."""
 
 
 def params_digest(params: np.ndarray) -> str:

@@ -173,3 +173,12 @@ def test_digest() -> None:
     assert TrainConfig(lr=0.2).digest() != a.digest()
     assert TrainConfig(seed=1).digest() != a.digest()
     assert a.to_dict()["lr"] == 0.1 and a.to_dict()["model"] == "logistic"
+
+
+def test_model_averaging_needs_plain_sgd_and_a_dense_exchange():
+    with pytest.raises(ConfigError, match="needs --optimizer sgd"):
+        TrainConfig(sync="models", optimizer="adam").validate()
+    with pytest.raises(ConfigError, match="not with --sync one-shot"):
+        TrainConfig(sync="one-shot", exchange="sparse").validate()
+    with pytest.raises(ConfigError, match="--sync models only"):
+        TrainConfig(average_every=3).validate()
