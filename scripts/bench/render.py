@@ -450,7 +450,8 @@ def render(
         "## Settings",
         "",
         f"- `mpiexec -n {a.ranks}`; {a.reps} repetitions; in each repetition every system runs "
-        "once, in turn (A B C A B C ...), each launch a separate process.",
+        "once, in turn, each repetition starting one system later (A B C, B C A, C A B, ...), "
+        "each launch a separate process.",
         "- Same for every system: per-rank batch B (mpi_sgd `--batch-size` = ranks × B), local "
         "shuffle (`default_rng([seed, epoch, rank])` permutation of the rank's rows, cut into "
         "`ceil(n / (ranks × B))` steps), "

@@ -3,14 +3,16 @@
 Usage::
 
     python scripts/bench/run.py [--workloads W1,W3,W2] [--scale F] [--w2-scale F] [--reps 3]
-                                [--ranks 2] [--batch-sizes 256,4096] [--w2-batch-sizes 32,128,256,512]
+                                [--ranks 2] [--batch-sizes 256,4096]
+                                [--w2-batch-sizes 32,128,256,512]
                                 [--smoke] [--out docs/benchmarks.md]
 
-For every cell (workload x per-rank batch) and repetition, each system is launched once, in turn
-(A B C A B C ...), each launch a separate process with a timeout; see :mod:`systems` for the
-systems and :mod:`report` for how the figures are summarised. Before the cells: the data sets are
-generated if missing (:mod:`workloads`), W1's optimum is computed (:mod:`optimum`, cached), and
-the hardware floor is measured (:mod:`floor`).
+For every cell (workload x per-rank batch) and repetition, each system is launched once, in
+turn, each repetition starting one system later (A B C, B C A, ...), each launch a separate
+process with a timeout; see :mod:`systems` for the systems and :mod:`report` for how the figures
+are summarised. Before the cells: the data sets are generated if missing (:mod:`workloads`),
+W1's optimum is computed (:mod:`optimum`, cached), and the hardware floor is measured
+(:mod:`floor`).
 
 On W2 (CSR) mpi_sgd also runs with ``--exchange dense`` and ``--exchange sparse`` beside its
 default (``auto``), so the two gradient exchanges are compared in the same repetitions.
@@ -283,19 +285,26 @@ def describe_versions(a: argparse.Namespace) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ run
+def _rotated(items: list[str], k: int) -> list[str]:
+    k %= max(len(items), 1)
+    return items[k:] + items[:k]
+
+
 def run_cells(
     workloads: list[WorkloadData],
     systems: list[str],
     runners: dict[str, Runner],
     a: argparse.Namespace,
 ) -> list[RunResult]:
-    """Every cell, repetition and system, interleaved."""
+    """Every cell, repetition and system, interleaved; repetition k starts with the k-th system
+    of the cell (A B C, B C A, C A B, ...), so no system always runs first or after the same
+    neighbour."""
     plan = [
         (w, bi, batch, rep, s)
         for w in workloads
         for bi, batch in enumerate(batches_for(w, a))
         for rep in range(a.reps)
-        for s in systems_for(w, bi, systems)
+        for s in _rotated(systems_for(w, bi, systems), rep)
     ]
     results = []
     for i, (w, _, batch, rep, system) in enumerate(plan, 1):
