@@ -146,6 +146,9 @@ def replay_mpi_sgd(trainer: Trainer, epoch: int) -> dict[str, list[float]]:
     trainer.schedule = _Timed(trainer.schedule, ns, OPT)
     X, y = data.X, data.y
     data.X, data.y = _TimedRows(X, ns, GATHER_X), _TimedRows(y, ns, GATHER_Y)
+    cached = getattr(trainer, "_X", None)  # versions that keep a plain view of the rows
+    if cached is not None:
+        trainer._X = _TimedRows(cached, ns, GATHER_X)
     out: dict[str, list[float]] = defaultdict(list)
     it = trainer.plan.batches(epoch)
     try:
@@ -165,6 +168,8 @@ def replay_mpi_sgd(trainer: Trainer, epoch: int) -> dict[str, list[float]]:
                 out[name].append(parts.get(name, 0) / 1e3)
     finally:
         data.X, data.y = X, y
+        if cached is not None:
+            trainer._X = cached
     return out
 
 
