@@ -20,9 +20,17 @@ import scipy.sparse as sp
 from scipy.special import expit, softmax
 
 from mpi_sgd.errors import CheckpointError
+from mpi_sgd.metrics import json_safe
 
 FORMAT_VERSION = 1
 MODEL_KIND = "mpi_sgd.LinearModel"
+# The loss each --model minimises, by scikit-learn's name for it.
+LOSS_OF_MODEL = {
+    "logistic": "log_loss",
+    "softmax": "multinomial_log_loss",
+    "hinge": "hinge",
+    "squared": "squared_error",
+}
 
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
@@ -146,15 +154,14 @@ def save_model(
             "format": MODEL_KIND,
             "format_version": FORMAT_VERSION,
             "model": model,
+            "loss": LOSS_OF_MODEL.get(model, model),
             "n_features": int(coef.shape[1]),
             "n_outputs": int(coef.shape[0]),
             "classes": [float(c) for c in classes],
             **metadata,
         }
-        atomic_write_bytes(
-            os.path.join(directory, "model.json"),
-            (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
-        )
+        text = json.dumps(json_safe(meta), indent=2, sort_keys=True, allow_nan=False)
+        atomic_write_bytes(os.path.join(directory, "model.json"), (text + "\n").encode())
     except OSError as exc:
         raise CheckpointError(
             f"cannot write the model to --output {directory!r}: {exc.strerror or exc}"

@@ -24,13 +24,14 @@ def peak_rss_mb() -> float:
     return rss / 1024.0 if sys.platform != "darwin" else rss / 2**20
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -55,7 +56,7 @@ class MetricsWriter:
         """Write one record ``{"event": event, "time": unix_seconds, **fields}``."""
         if self._file is None:
             return
-        record = {"event": event, "time": round(time.time(), 3), **_json_safe(fields)}
+        record = {"event": event, "time": round(time.time(), 3), **json_safe(fields)}
         self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
 

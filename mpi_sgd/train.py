@@ -50,7 +50,7 @@ from mpi_sgd.errors import (
     Preempted,
     everywhere,
 )
-from mpi_sgd.export import save_model
+from mpi_sgd.export import LOSS_OF_MODEL, save_model
 from mpi_sgd.faults import FaultInjector
 from mpi_sgd.labels import agree_classes, encode_labels
 from mpi_sgd.losses import LOSSES, get_loss
@@ -191,8 +191,10 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "--model",
         choices=sorted(LOSSES),
         default=d.model,
-        help="logistic: binary logistic regression; softmax: multinomial; hinge: "
-        "linear SVM; squared: least-squares regression (default: %(default)s)",
+        help="logistic: binary logistic regression; softmax: multinomial (K >= 2 classes); "
+        "hinge: binary linear SVM; squared: least-squares regression. Binary labels may be "
+        "0/1, -1/+1 or any two integers (classes are sorted; the larger is the positive class) "
+        "(default: %(default)s)",
     )
     g.add_argument(
         "--l2",
@@ -356,9 +358,9 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         type=int,
         default=10,
         metavar="N",
-        help="measure the reported train_loss on every N-th step's batch (1: every step); "
-        "it is reporting only (gradients are computed every step) and costs a transcendental "
-        "per row (default: %(default)s)",
+        help="measure the reported train_loss on the batches of steps 0, N, 2N, ... of each "
+        "epoch (1: every step); it is reporting only (gradients are computed every step) and "
+        "costs a transcendental per row (default: %(default)s)",
     )
     g.add_argument(
         "--eval-train",
@@ -694,6 +696,14 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
                 {
                     "mpi_sgd_version": __version__,
                     "config": cfg.to_dict(),
+                    "objective": (
+                        f"mean {LOSS_OF_MODEL[cfg.model]} + {cfg.l2:g}/2*||coef||_2^2 + "
+                        f"{cfg.l1:g}*||coef||_1 (intercept unpenalised)"
+                    ),
+                    "read_options": {
+                        "csv_label_column": args.csv_label_column,
+                        "libsvm_index_base": train.index_base,
+                    },
                     "train": train_path,
                     "test": test_path,
                     "n_ranks": comm.size,
@@ -833,7 +843,8 @@ def _epoch_line(r: EpochReport, epochs: int, classifier: bool) -> str:
         if classifier:
             parts.append(f"test_acc {r.test['accuracy']:.4f}")
         else:
-            parts.append(f"test_rmse {r.test['rmse']:.4f} test_r2 {r.test['r2']:.4f}")
+            parts.append(f"test_rmse {r.test['rmse']:.4f}")
+            parts.append(f"test_r2 {r.test['r2']:.4f}")
     parts.append(f"lr {r.lr:.3g}")
     parts.append(f"{r.train_seconds:.2f}s (allreduce {r.allreduce_seconds:.2f}s)")
     return "  ".join(parts)

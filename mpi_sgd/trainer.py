@@ -132,8 +132,9 @@ class Trainer:
     faults : FaultInjector, optional
         Test-only fault injection.
     train_loss_every : int
-        Measure the (reported) training loss on every N-th global step's batch only; the
-        gradient is computed every step regardless. Divergence is still caught at every step.
+        Measure the (reported) training loss on the batches of steps 0, N, 2N, ... of each
+        epoch only (so every epoch measures at least its first step); the gradient is computed
+        every step regardless.
     sparse : bool
         Use :class:`~mpi_sgd.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange only the
         touched coordinates and keep L2 lazy.
@@ -244,13 +245,13 @@ class Trainer:
             return self._sparse_step(rows)
         if self._plain_sgd:
             return self._plain_sgd_step(rows)
-        model, buf, grad = self.model, self._buf, self._grad
+        model, buf, grad, pos = self.model, self._buf, self._grad, self.position
         P = model.n_params
-        t = self.position.global_step
+        t = pos.global_step
         if self.faults is not None:
             self.faults.before_step(t, model.params)
         X, y = self._batch(rows)
-        with_loss = t % self.train_loss_every == 0
+        with_loss = pos.step_in_epoch % self.train_loss_every == 0
         buf[P] = model.loss_grad_sum(X, y, grad, with_loss)
         if not with_loss:
             buf[P] = 0.0
@@ -263,7 +264,7 @@ class Trainer:
         if buf[P + 2] > 0:
             self.stop_reason = describe_votes(buf[P + 2])
         lr = self.schedule(t)
-        self.position.global_step += 1
+        pos.global_step += 1
         if count == 0:
             # No rank had rows for this step: with --shuffle local/blocks/none each rank spreads
             # its rows over the epoch's steps, so a rank with fewer rows than steps leaves some
@@ -304,7 +305,7 @@ class Trainer:
         if self.faults is not None:
             self.faults.before_step(t, model.params)
         X, y = self._batch(rows)
-        with_loss = t % self.train_loss_every == 0
+        with_loss = pos.step_in_epoch % self.train_loss_every == 0
         total = model.loss_grad_sum(X, y, grad, with_loss)
         buf[P] = total if with_loss else 0.0
         buf[P + 1] = X.shape[0]
@@ -341,7 +342,7 @@ class Trainer:
         if self.faults is not None:
             self.faults.before_step(t, self.model.params)
         X, y = self.train.X[rows], self.train.y[rows]
-        with_loss = t % self.train_loss_every == 0
+        with_loss = pos.step_in_epoch % self.train_loss_every == 0
         u, values, gint, loss_sum = sparse.local_gradient(X, y, with_loss)
         if not with_loss:
             loss_sum = 0.0

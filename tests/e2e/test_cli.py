@@ -59,6 +59,38 @@ def test_default_run_trains_logs_once_and_saves_a_usable_model(tmp_path):
     assert meta["model"] == "logistic" and meta["n_features"] == 32 and meta["n_ranks"] == 2
 
 
+def _strict_json(text: str) -> dict:
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_full_batch_epochs_report_a_finite_train_loss_and_strict_json(tmp_path):
+    # One step per epoch (fewer than --train-loss-every's default 10): every epoch still
+    # measures its loss, and model.json stays strict JSON (no NaN) and names the loss.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((203, 5))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(203) > 0).astype(float)
+    data = write_npy(str(tmp_path / "data"), X, y)
+    out, metrics = tmp_path / "out", tmp_path / "m.jsonl"
+    args = ["--train", data, "--batch-size", "1000", "--epochs", "3", "--lr", "1"]
+    res = mpirun(2, [*args, "--output", str(out), "--metrics", str(metrics)])
+    assert res.returncode == 0, res
+    epochs = [
+        r for r in map(_strict_json, metrics.read_text().splitlines()) if r["event"] == "epoch"
+    ]
+    losses = [r["train_loss"] for r in epochs]
+    assert len(losses) == 3 and all(isinstance(v, float) for v in losses), losses
+    assert losses[0] == pytest.approx(np.log(2.0))  # zero initial parameters
+    assert losses[2] < losses[1] < losses[0]  # full-batch gradient descent descends
+    assert "train_loss nan" not in res.stdout
+    meta = _strict_json((out / "model.json").read_text())
+    assert meta["loss"] == "log_loss" and meta["final"]["train_loss"] == losses[2]
+    assert meta["read_options"]["csv_label_column"] == 0
+    assert "intercept unpenalised" in meta["objective"]
+
+
 @pytest.mark.parametrize("model", ["softmax", "squared", "hinge"])
 def test_default_data_follows_the_model(tmp_path, model):
     res = mpirun(2, ["--model", model, "--epochs", "1", "--output", str(tmp_path)])

@@ -148,6 +148,47 @@ def test_every_rank_takes_the_same_number_of_steps(comm):
         assert_all(comm, rows == 101, f"{shuffle}: one epoch used {rows} rows, expected 101")
 
 
+class CountingComm:
+    """An mpi4py communicator that records every ``Allreduce`` (test-only delegation)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.allreduces: list[tuple[object, object]] = []
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        self.allreduces.append((sendbuf, recvbuf))
+        return self.inner.Allreduce(sendbuf, recvbuf, op)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize(("optimizer", "l1"), [("sgd", 0.0), ("adam", 0.0), ("sgd", 0.01)])
+def test_each_step_is_one_inplace_allreduce_of_one_preallocated_buffer(comm, optimizer, l1):
+    """Every step moves [gradient sums, loss sum, count, stop votes] with exactly one in-place
+    Allreduce of the same buffer, whatever the optimiser (the fused plain-SGD path included)."""
+    from mpi4py import MPI
+
+    counting = CountingComm(comm.mpi_comm)
+    ccomm = Communicator(counting)
+    X, y = make_problem("softmax", n=101)
+    own = uneven_ownership(101, ccomm)
+    cfg = TrainConfig(model="softmax", epochs=1, batch_size=10, optimizer=optimizer, l1=l1)
+    trainer, _ = build_trainer("softmax", X, y, own, ccomm, cfg)
+    buffer = trainer._buf
+    counts, ok = [], True
+    for rows in trainer.plan.batches(0):
+        before = len(counting.allreduces)
+        trainer.step(rows)
+        calls = counting.allreduces[before:]
+        counts.append(len(calls))
+        ok &= all(send is MPI.IN_PLACE and recv is buffer for send, recv in calls)
+    P = trainer.model.n_params
+    assert_all(comm, counts == [1] * 11, f"Allreduce calls per step: {counts}")
+    assert_all(comm, ok and buffer.shape == (P + 3,), "the step buffer is not reused in place")
+    assert_all(comm, trainer._buf is buffer, "the step buffer was reallocated")
+
+
 def test_more_ranks_than_rows_trains(comm):
     """Zero-row partitions are not an error: n = size - 1 rows leaves one rank empty."""
     n = comm.size - 1 if comm.size > 2 else 1
