@@ -2,25 +2,28 @@
 
 A checkpoint of global step ``s`` is two files in the checkpoint directory:
 
-``ckpt-<s>.npz``
+``ckpt-<s>-<h>.npz``
     The arrays: ``params`` and the optimiser state (``opt.<name>``), saved with ``np.savez``
-    (no object arrays, read back with ``allow_pickle=False``).
+    (no object arrays, read back with ``allow_pickle=False``); ``<h>`` is the start of their
+    SHA-256, so a new array file never replaces one that a manifest still names.
 ``ckpt-<s>.json``
-    The manifest: format and version, the SHA-256 of the ``.npz`` file, the position in
-    training (global step, completed epochs, step within the epoch, the running loss of the
+    The manifest: format and version, the name and SHA-256 of the ``.npz`` file, the position
+    in training (global step, completed epochs, step within the epoch, the running loss of the
     current epoch), the optimiser's step count, the model (kind, feature count, outputs,
-    classes), the training configuration and the data sources.
+    classes), the training configuration and the data (sources and row count).
 
 Both files are written atomically (temporary file, flush, fsync, rename, fsync of the
 directory), the ``.npz`` first: a manifest exists only for a complete array file, and a crash
-or ``kill -9`` at any moment leaves every earlier checkpoint intact. Loading verifies the
-checksum; ``--resume`` takes the newest checkpoint that verifies. The position plus the seed
-determine the data order (the permutations are drawn from ``(seed, epoch[, rank])``), so
-nothing else needs saving for an exact continuation.
+or ``kill -9`` at any moment leaves every earlier checkpoint intact (also when the same step is
+written again, as after a stop at an epoch's last step). Loading verifies the checksum;
+``--resume`` takes the newest checkpoint that verifies. The position plus the seed determine
+the data order (the permutations are drawn from ``(seed, epoch[, rank])``), so nothing else
+needs saving for an exact continuation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -43,6 +46,8 @@ class CorruptCheckpoint(CheckpointError):
 FORMAT = "mpi_sgd.checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{10})\.json$")
+_ARRAYS = re.compile(r"^ckpt-(\d{10})(-[0-9a-f]+)?\.npz$")
+TEMP_PREFIX = ".tmp-"  # what atomic_write_bytes names its temporary files
 
 # Fields of the configuration that may change between a run and its resumption: they do not
 # change what was computed so far (more epochs extend training).
@@ -73,10 +78,14 @@ class Checkpoint:
     manifest: dict[str, Any]
 
 
-def checkpoint_paths(directory: str, step: int) -> tuple[str, str]:
-    """The ``(arrays, manifest)`` paths of the checkpoint of global ``step``."""
-    stem = os.path.join(directory, f"ckpt-{step:010d}")
-    return stem + ".npz", stem + ".json"
+def manifest_path(directory: str, step: int) -> str:
+    """The manifest path of the checkpoint of global ``step``."""
+    return os.path.join(directory, f"ckpt-{step:010d}.json")
+
+
+def arrays_path(directory: str, step: int, sha256: str) -> str:
+    """The array file of the checkpoint of global ``step`` whose bytes hash to ``sha256``."""
+    return os.path.join(directory, f"ckpt-{step:010d}-{sha256[:12]}.npz")
 
 
 def list_checkpoints(directory: str) -> list[int]:
@@ -125,11 +134,13 @@ def save_checkpoint(
     """
     arrays = {"params": params, **{f"opt.{k}": np.asarray(v) for k, v in optimizer_state.items()}}
     payload = npz_bytes(arrays)
-    npz_path, json_path = checkpoint_paths(directory, position.global_step)
+    digest = hashlib.sha256(payload).hexdigest()
+    step = position.global_step
+    npz_path, json_path = arrays_path(directory, step, digest), manifest_path(directory, step)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "sha256": hashlib.sha256(payload).hexdigest(),
+        "sha256": digest,
         "arrays": os.path.basename(npz_path),
         "position": position.__dict__,
         **info,
@@ -138,15 +149,46 @@ def save_checkpoint(
         os.makedirs(directory, exist_ok=True)
         atomic_write_bytes(npz_path, payload)
         atomic_write_bytes(json_path, (json.dumps(manifest, indent=1) + "\n").encode())
-        for old in list_checkpoints(directory)[keep:]:
-            for path in checkpoint_paths(directory, old)[::-1]:  # manifest first
-                if os.path.exists(path):
-                    os.unlink(path)
+        _prune(directory, step, os.path.basename(npz_path), keep)
     except OSError as exc:
         raise CheckpointError(
             f"cannot write a checkpoint to {directory!r}: {exc.strerror or exc}"
         ) from exc
     return json_path
+
+
+def _prune(directory: str, step: int, arrays_name: str, keep: int) -> None:
+    """After the checkpoint of ``step`` is safe: delete all but the newest ``keep`` checkpoints
+    up to ``step``, any of later steps (left by a run that was resumed from an earlier point,
+    so no longer on this run's path), and array files that no manifest names."""
+    steps = list_checkpoints(directory)
+    kept = [s for s in steps if s <= step][:keep]
+    for old in steps:
+        if old not in kept:
+            with contextlib.suppress(FileNotFoundError):  # the manifest first: then it is gone
+                os.unlink(manifest_path(directory, old))
+    for name in os.listdir(directory):
+        m = _ARRAYS.match(name)
+        if m is None:
+            continue
+        owner = int(m.group(1))
+        if (owner == step and name != arrays_name) or owner not in kept:
+            os.unlink(os.path.join(directory, name))
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Delete temporary files left in ``directory`` by writes that a crash interrupted.
+
+    Call on the one rank that writes checkpoints, before the run writes any. Returns the names.
+    """
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TEMP_PREFIX)]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+    return names
 
 
 def load_checkpoint(json_path: str) -> Checkpoint:
@@ -205,7 +247,7 @@ def find_latest(directory: str) -> tuple[Checkpoint | None, list[str]]:
     skipped: list[str] = []
     for step in list_checkpoints(directory):
         try:
-            return load_checkpoint(checkpoint_paths(directory, step)[1]), skipped
+            return load_checkpoint(manifest_path(directory, step)), skipped
         except CorruptCheckpoint as exc:
             skipped.append(str(exc))
     return None, skipped
@@ -237,6 +279,13 @@ def check_compatible(manifest: dict[str, Any], info: dict[str, Any], n_params: i
         raise CheckpointError(
             f"checkpoint {manifest.get('arrays')!r} was written with another configuration "
             f"({detail}); resume with the same flags or use a new --checkpoint-dir"
+        )
+    saved_rows = manifest.get("data", {}).get("n_train")
+    if saved_rows != info["data"]["n_train"]:
+        raise CheckpointError(
+            f"checkpoint {manifest.get('arrays')!r} was trained on {saved_rows} rows and this "
+            f"run's --train has {info['data']['n_train']}: resume on the same data, or use a "
+            "new --checkpoint-dir"
         )
     if manifest.get("n_params") != n_params:
         raise CheckpointError(

@@ -8,6 +8,7 @@ rank, just before global step STEP (0-based) is computed:
 ``signal``   send SIGTERM to this process (a preemption notice, at a reproducible step)
 ``corrupt``  add 1e-9 to this rank's first parameter (silent divergence between ranks)
 ``nan``      set this rank's first parameter to NaN (its gradient, and the sum, become NaN)
+``stall-load`` sleep for an hour while loading the data (STEP is ignored)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ENV = "MPI_SGD_FAULTS"
-ACTIONS = ("raise", "stall", "signal", "corrupt", "nan")
+ACTIONS = ("raise", "stall", "signal", "corrupt", "nan", "stall-load")
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,14 @@ class FaultInjector:
     def __bool__(self) -> bool:
         return bool(self.pending)
 
+    def while_loading(self) -> None:
+        """Fire the faults due while the data is loaded."""
+        if any(f.action == "stall-load" for f in self.pending):
+            time.sleep(3600)
+
     def before_step(self, step: int, params: np.ndarray) -> None:
         """Fire the faults due at global ``step``."""
-        due = [f for f in self.pending if f.step == step]
+        due = [f for f in self.pending if f.step == step and f.action != "stall-load"]
         for fault in due:
             self.pending.remove(fault)
             if fault.action == "raise":

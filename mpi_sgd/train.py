@@ -18,8 +18,8 @@ or read, 6 watchdog (no step within --watchdog seconds), 75 stopped by SIGTERM/S
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -33,7 +33,9 @@ from mpi_sgd.checkpoint import (
     TrainingPosition,
     check_compatible,
     find_latest,
+    list_checkpoints,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from mpi_sgd.comm import Communicator, describe_error
@@ -44,6 +46,8 @@ from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_WATCHDOG,
     CheckpointError,
     ConfigError,
     MpiSgdError,
@@ -420,11 +424,22 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "schedulers that send no signal before the time limit)",
     )
     g.add_argument(
+        "--stop-grace",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after SIGTERM/SIGUSR1, how long the ranks have to agree on the stop (normally "
+        "one step); a job that cannot (a stalled rank) is aborted with exit code 6, its newest "
+        "checkpoint intact; 0: wait forever; not under --sync models/one-shot, whose ranks "
+        "agree only at the averages (default: %(default)s)",
+    )
+    g.add_argument(
         "--watchdog",
         type=float,
         metavar="SECONDS",
-        help="if no training step completes for this long, print every rank's stack "
-        "and abort the job with exit code 6 (default: off)",
+        help="if no progress is made for this long (a training step, or the end of data "
+        "loading, checkpoint loading or model saving), print every rank's stack and abort the "
+        "job with exit code 6; set it above the data's load time (default: off)",
     )
     g.add_argument(
         "--blas-threads",
@@ -471,17 +486,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _prepare_output(args: argparse.Namespace, comm: Communicator) -> None:
-    """Fail fast, before training, if rank 0 cannot write --output. Collective."""
+    """Fail fast, before reading any data, if rank 0 cannot write --output or
+    --checkpoint-dir, or if a fresh run would mix its checkpoints with an earlier run's.
+    Collective."""
     with comm.collective_section():
-        if comm.is_root and args.output:
+        if not comm.is_root:
+            return
+        for flag, directory in (
+            ("--output", args.output),
+            ("--checkpoint-dir", args.checkpoint_dir),
+        ):
+            if not directory:
+                continue
             try:
-                os.makedirs(args.output, exist_ok=True)
-                with tempfile.TemporaryFile(dir=args.output):
+                os.makedirs(directory, exist_ok=True)
+                with tempfile.TemporaryFile(dir=directory):
                     pass
             except OSError as exc:
                 raise CheckpointError(
-                    f"--output {args.output!r} is not a writable directory: {exc.strerror or exc}"
+                    f"{flag} {directory!r} is not a writable directory: {exc.strerror or exc}"
                 ) from exc
+        if args.checkpoint_dir:
+            existing = list_checkpoints(args.checkpoint_dir)
+            if existing and not args.resume:
+                raise CheckpointError(
+                    f"--checkpoint-dir {args.checkpoint_dir!r} already holds checkpoints of an "
+                    f"earlier run (newest: global step {existing[0]}); pass --resume to continue "
+                    "it, or use an empty directory"
+                )
+            remove_stale_temporaries(args.checkpoint_dir)
 
 
 def run(args: argparse.Namespace, comm: Communicator) -> int:
@@ -492,19 +525,35 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     _check_reliability_flags(args)
     _check_sync_flags(args)
     limit_blas_threads(args.blas_threads)
-    stop_request = StopRequest(args.stop_after).install()
-    # Every flag, not just the training configuration: ranks that disagree on anything (an
-    # MPMD launch, a wrapper adding arguments on some nodes) would otherwise diverge or hang.
-    everything = json.dumps(vars(args), sort_keys=True, default=str)
-    digests = comm.allgather_str(hashlib.sha256(everything.encode()).hexdigest()[:16])
-    if len(set(digests)) > 1:
-        groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
-        raise everywhere(
-            ConfigError(
-                "ranks were started with different arguments: "
-                + " vs ".join(f"rank(s) {g}" for g in groups.values())
-            )
-        )
+    # Under model averaging the ranks agree on a stop only at the averages, which may be far
+    # apart: no grace period there.
+    grace = args.stop_grace if cfg.sync == "gradients" else 0.0
+    stop_request = StopRequest(
+        args.stop_after, grace=grace, abort=functools.partial(_abort_stalled, comm)
+    ).install()
+    # Watches every phase, not just the steps: a rank stuck reading its data or writing a
+    # checkpoint on a dead file system leaves its peers waiting in the next collective.
+    watchdog = Watchdog(args.watchdog, comm).start("starting") if args.watchdog else None
+    try:
+        return _run_watched(args, comm, cfg, stop_request, watchdog)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+        stop_request.uninstall()
+
+
+def _run_watched(
+    args: argparse.Namespace,
+    comm: Communicator,
+    cfg: TrainConfig,
+    stop_request: StopRequest,
+    watchdog: Watchdog | None,
+) -> int:
+    """The body of :func:`run`, with the stop request and watchdog in place. Collective."""
+
+    def phase(name: str) -> None:
+        if watchdog is not None:
+            watchdog.beat(name)
 
     console = Console(comm.is_root, progress=args.progress, quiet=args.quiet)
     _prepare_output(args, comm)
@@ -523,6 +572,9 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         index_base=None if args.libsvm_index_base == "auto" else int(args.libsvm_index_base),
     )
     t_load = time.perf_counter()
+    phase("loading the data")
+    faults = FaultInjector(comm.rank)
+    faults.while_loading()
     train = load_dataset(train_path, comm, opts)
     test = None
     if test_path is not None:
@@ -585,6 +637,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
     }
     position = TrainingPosition()
     if args.resume:
+        phase("loading the checkpoint")
         position = _resume(args.checkpoint_dir, model, optimizer, info, comm, console)
     sizes = comm.allgather_int(train.n_local)
     console.log(
@@ -642,7 +695,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
                 )
                 metrics.write("checkpoint", path=path, **trainer.position.__dict__)
 
-    watchdog = Watchdog(args.watchdog, comm).start() if args.watchdog else None
+    phase("training")
     trainer = Trainer(
         model,
         optimizer,
@@ -660,16 +713,12 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         checkpoint_every_epochs=args.checkpoint_every_epochs,
         stop_request=stop_request,
         watchdog=watchdog,
-        faults=FaultInjector(comm.rank),
+        faults=faults,
         sparse=use_sparse,
         train_loss_every=args.train_loss_every,
     )
     t_train = time.perf_counter()
-    try:
-        reports = trainer.fit(on_epoch)
-    finally:
-        if watchdog is not None:
-            watchdog.stop()
+    reports = trainer.fit(on_epoch)
     wall = time.perf_counter() - t_train
     if trainer.stop_reason is not None:
         pos = trainer.position
@@ -683,6 +732,7 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         metrics.close()
         raise everywhere(Preempted(f"stopped by {trainer.stop_reason} at {where}; {saved}"))
     check_identical_params(model.params, comm, "the end of training")
+    phase("saving the model")
 
     with comm.collective_section():
         if comm.is_root and args.output:
@@ -784,6 +834,8 @@ def _check_reliability_flags(args: argparse.Namespace) -> None:
         problems.append(f"--train-loss-every must be >= 1, got {args.train_loss_every}")
     if args.keep_checkpoints < 1:
         problems.append(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
+    if not args.stop_grace >= 0:
+        problems.append(f"--stop-grace must be >= 0, got {args.stop_grace}")
     for flag in ("watchdog", "stop_after"):
         value = getattr(args, flag)
         if value is not None and not value > 0:
@@ -856,11 +908,23 @@ def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int
     Collective when ``comm`` spans several ranks.
     """
     comm = comm or Communicator()
+    raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(quiet=not comm.is_root)
+    parse_code: int | None = None
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error: same on every rank
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        args = parser.parse_args(raw)
+    except SystemExit as exc:  # --help, --version, or a usage error
+        parse_code = int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    # Before anything can fail on some ranks only: ranks started with different arguments (an
+    # MPMD launch, a wrapper adding flags on some nodes) would otherwise diverge or hang.
+    mismatch = _argument_mismatch(raw, comm)
+    if mismatch:
+        if comm.is_root:
+            sys.stderr.write(f"{PROG}: error: {mismatch}\n")
+            sys.stderr.flush()
+        return EXIT_USAGE
+    if parse_code is not None:  # the same on every rank, and printed once by rank 0
+        return parse_code
     try:
         return run(args, comm)
     except MpiSgdError as exc:
@@ -873,6 +937,18 @@ def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int
         return _abort(comm, exc, EXIT_INTERRUPTED, args.debug)
     except Exception as exc:
         return _abort(comm, exc, EXIT_INTERNAL, True)
+
+
+def _argument_mismatch(raw: list[str], comm: Communicator) -> str:
+    """A message naming the groups of ranks when they were started with different command-line
+    arguments, else "". Collective."""
+    digests = comm.allgather_str(hashlib.sha256("\0".join(raw).encode()).hexdigest()[:16])
+    if len(set(digests)) == 1:
+        return ""
+    groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
+    return "ranks were started with different arguments: " + " vs ".join(
+        f"rank(s) {g}" for g in groups.values()
+    )
 
 
 def _report(exc: BaseException, with_traceback: bool, rank: int | None) -> None:
@@ -898,6 +974,14 @@ def _abort(comm: Communicator, exc: BaseException, code: int, with_traceback: bo
         sys.stdout.flush()
         comm.abort(code)
     return code
+
+
+def _abort_stalled(comm: Communicator, message: str) -> None:
+    """End the job from the signal thread: the ranks could not agree on a stop."""
+    where = f" on rank {comm.rank}" if comm.size > 1 else ""
+    sys.stderr.write(f"{PROG}: error{where}: {message}\n")
+    sys.stderr.flush()
+    comm.abort(EXIT_WATCHDOG)
 
 
 def _abort_on_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:

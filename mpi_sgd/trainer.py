@@ -463,6 +463,8 @@ class Trainer:
                 running = pos.epoch_loss_sum / max(pos.epoch_loss_count, 1.0)
                 self.on_step(epoch + 1, s + 1, steps, running)
             if self.stop_reason is not None:
+                if self.stop_request is not None:
+                    self.stop_request.acknowledge()
                 if self.checkpoint is not None:
                     self.checkpoint(self)
                 return None
@@ -517,6 +519,8 @@ class Trainer:
         at_epoch = every_epochs and pos.epochs_done % every_epochs == 0
         at_steps = self.checkpoint_every and pos.global_step % self.checkpoint_every == 0
         stopping = self.stop_reason is not None  # (model averaging: agreed at the epoch's end)
+        if stopping and self.stop_request is not None:
+            self.stop_request.acknowledge()
         if at_epoch or at_steps or stopping or pos.epochs_done == self.config.epochs:
             self._checkpoint()
         return report

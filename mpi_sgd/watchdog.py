@@ -1,9 +1,10 @@
 """A watchdog that ends the job when no training step completes within a time limit.
 
 A rank stuck on a dead file system, or waiting forever in a collective for such a rank, burns
-the allocation silently. With ``--watchdog SECONDS`` each rank runs a daemon thread; if its
-training makes no progress for that long it prints its Python stacks (all threads), waits a
-moment so that the other ranks, stuck too, can print theirs, and calls ``MPI_Abort``.
+the allocation silently. With ``--watchdog SECONDS`` each rank runs a daemon thread; if the run
+makes no progress for that long (no training step, or a phase such as data loading that does
+not end) it prints its Python stacks (all threads), waits a moment so that the other ranks,
+stuck too, can print theirs, and calls ``MPI_Abort``.
 """
 
 from __future__ import annotations
@@ -34,17 +35,21 @@ class Watchdog:
         self.seconds = seconds
         self.comm = comm
         self._last = time.monotonic()
+        self.phase = "training"
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mpi_sgd-watchdog", daemon=True)
 
-    def start(self) -> Watchdog:
-        """Start watching."""
+    def start(self, phase: str = "training") -> Watchdog:
+        """Start watching; ``phase`` names what the job is doing, for the message."""
+        self.phase = phase
         self._last = time.monotonic()
         self._thread.start()
         return self
 
-    def beat(self) -> None:
-        """Record progress."""
+    def beat(self, phase: str | None = None) -> None:
+        """Record progress (and, with ``phase``, that a new phase of the run begins)."""
+        if phase is not None:
+            self.phase = phase
         self._last = time.monotonic()
 
     def stop(self) -> None:
@@ -60,10 +65,14 @@ class Watchdog:
                 return
 
     def _fire(self, idle: float) -> None:
+        what = (
+            "no training step completed"
+            if self.phase == "training"
+            else f"no progress while {self.phase}"
+        )
         sys.stderr.write(
-            f"mpi_sgd.train: error on rank {self.comm.rank}: watchdog: no training step completed "
-            f"in {idle:.0f}s (--watchdog {self.seconds:g}); this rank's stacks follow, then the "
-            "job is aborted\n"
+            f"mpi_sgd.train: error on rank {self.comm.rank}: watchdog: {what} in {idle:.0f}s "
+            f"(--watchdog {self.seconds:g}); this rank's stacks follow, then the job is aborted\n"
         )
         sys.stderr.flush()
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)

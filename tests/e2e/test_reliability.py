@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -256,7 +257,9 @@ def test_resume_on_more_ranks_under_global_shuffle_matches_the_uninterrupted_run
     base = ["--train", data, *TRAIN, "--shuffle", "global"]
     full = mpirun(2, [*base, "--output", str(tmp_path / "full")])
     assert full.returncode == 0, full
+    metrics = tmp_path / "m.jsonl"
     args = [*base, "--checkpoint-dir", str(tmp_path / "ckpt"), "--output", str(tmp_path / "r")]
+    args += ["--metrics", str(metrics)]
     stopped = mpirun(2, args, extra_env={"MPI_SGD_FAULTS": "signal@1:30"})
     assert stopped.returncode == 75, stopped
     resumed = mpirun(3, [*args, "--resume"], timeout=180)
@@ -264,6 +267,9 @@ def test_resume_on_more_ranks_under_global_shuffle_matches_the_uninterrupted_run
     np.testing.assert_allclose(
         params_of(tmp_path / "r"), params_of(tmp_path / "full"), rtol=0, atol=1e-10
     )
+    # It continued (epoch 1 before the stop at step 30 of 19-step epochs, 2 and 3 after), rather
+    # than starting again, which global shuffling would make look the same.
+    assert _epoch_numbers(metrics) == [1, 2, 3]
 
 
 def test_resume_on_fewer_ranks_with_local_shuffle_works(data, tmp_path):
@@ -276,12 +282,82 @@ def test_resume_on_fewer_ranks_with_local_shuffle_works(data, tmp_path):
         "--output",
         str(tmp_path / "o"),
     ]
+    metrics = tmp_path / "m.jsonl"
+    args += ["--metrics", str(metrics)]
     assert (
         mpirun(3, args, timeout=180, extra_env={"MPI_SGD_FAULTS": "signal@2:20"}).returncode == 75
     )
     res = mpirun(2, [*args, "--resume"])
     assert res.returncode == 0, res
     assert np.all(np.isfinite(params_of(tmp_path / "o")))
+    assert _epoch_numbers(metrics) == [1, 2, 3]
+    (end,) = [r for r in _records(metrics) if r["event"] == "end"]
+    assert end["steps"] == 3 * 19  # the resumed run finished the stopped run's step count
+
+
+def _records(metrics) -> list[dict]:
+    return [json.loads(line) for line in open(metrics).read().splitlines()]
+
+
+def _epoch_numbers(metrics) -> list[int]:
+    return [r["epoch"] for r in _records(metrics) if r["event"] == "epoch"]
+
+
+def test_a_fresh_run_refuses_a_checkpoint_dir_that_holds_another_runs(data, tmp_path):
+    ckpt = str(tmp_path / "c")
+    first = ["--train", data, "--epochs", "1", "--checkpoint-dir", ckpt]
+    assert mpirun(2, first).returncode == 0
+    before = sorted(os.listdir(ckpt))
+    t0 = time.monotonic()
+    res = mpirun(2, ["--train", data, "--epochs", "2", "--seed", "7", "--checkpoint-dir", ckpt])
+    assert res.returncode == 5, res
+    assert time.monotonic() - t0 < 30
+    (line,) = error_lines(res.stderr)
+    assert "already holds checkpoints of an earlier run" in line and "--resume" in line, line
+    assert "epoch 1" not in res.stdout  # refused before training
+    assert sorted(os.listdir(ckpt)) == before and find_latest(ckpt)[0] is not None
+
+
+def test_resume_rejects_a_checkpoint_trained_on_other_data(data, tmp_path):
+    ckpt = str(tmp_path / "c")
+    assert mpirun(2, ["--train", data, *TRAIN, "--checkpoint-dir", ckpt]).returncode == 0
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((100, 5))
+    other = write_npy(tmp_path / "other", X, (X[:, 0] > 0).astype(float))
+    res = mpirun(2, ["--train", other, *TRAIN, "--checkpoint-dir", ckpt, "--resume"])
+    assert res.returncode == 5, res
+    (line,) = error_lines(res.stderr)
+    assert "trained on 600 rows" in line and "has 100" in line, line
+
+
+def test_an_unwritable_checkpoint_dir_fails_before_any_data_is_read(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = mpirun(2, ["--train", data, *TRAIN, "--checkpoint-dir", str(blocker / "c")])
+    assert res.returncode == 5, res
+    (line,) = error_lines(res.stderr)
+    assert "--checkpoint-dir" in line and "not a writable directory" in line, line
+
+
+def test_ranks_started_with_different_arguments_stop_with_one_message(data):
+    # An MPMD launch whose ranks disagree; "--lr 0" alone would be refused by rank 0 only.
+    from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS
+
+    cmd = [MPIEXEC, *MPIEXEC_ARGS, "-n", "1", sys.executable, "-m", "mpi_sgd.train"]
+    cmd += ["--train", data, "--epochs", "1", "--lr", "0", ":", "-n", "1"]
+    cmd += [sys.executable, "-m", "mpi_sgd.train", "--train", data, "--epochs", "1"]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert "different arguments: rank(s) [0] vs rank(s) [1]" in line, line
 
 
 def test_resume_without_checkpoints_starts_fresh(data, tmp_path):
@@ -450,6 +526,38 @@ def test_watchdog_ends_a_stalled_job_with_stacks(tmp_path):
     assert elapsed < 30, elapsed
     assert "watchdog: no training step completed" in res.stderr, res
     assert "time.sleep" in res.stderr or "faults.py" in res.stderr, res  # rank 1's stack
+
+
+def test_a_stop_signal_to_a_stalled_job_aborts_it_after_the_grace(tmp_path):
+    # Rank 1 stalls before the first step, so rank 0 waits in its Allreduce, where no Python
+    # signal handler can run: the signal thread must end the job.
+    tag = f"grace{os.getpid()}"
+    metrics = tmp_path / f"{tag}.jsonl"
+    args = [*LONG, "--stop-grace", "2", "--metrics", str(metrics)]
+    proc = _start(2, args, tag, extra_env={"MPI_SGD_FAULTS": "stall@1:0"})
+    try:
+        assert _wait_for(lambda: metrics.exists() and metrics.stat().st_size > 0, 60)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 6, err
+    assert elapsed < 30, elapsed
+    assert "did not agree to stop within 2s" in err, err
+
+
+def test_watchdog_covers_data_loading(tmp_path):
+    res = mpirun(
+        2,
+        ["--train", "synthetic:binary,rows=2000", "--epochs", "1", "--watchdog", "3", "--quiet"],
+        timeout=60,
+        extra_env={"MPI_SGD_FAULTS": "stall-load@1:0"},
+    )
+    assert res.returncode == 6, res
+    assert "watchdog: no progress while loading the data" in res.stderr, res
 
 
 def test_stop_after_writes_a_checkpoint_and_exits_75(tmp_path):
