@@ -176,15 +176,19 @@ class Communicator:
             note = ""
         else:
             code = error.exit_code if isinstance(error, MpiSgdError) else EXIT_INTERNAL
-            text = describe_error(error)
-            note = f"{code}|{text}"
+            where = getattr(error, "__traceback_text__", None) or "".join(
+                traceback.format_exception(error)
+            )
+            note = f"{code}\0{describe_error(error)}\0{where}"
         notes = self.allgather_str(note)
         failed = [(rank, n) for rank, n in enumerate(notes) if n]
         if not failed:
             return
         rank, first = failed[0]
-        code_text, _, message = first.partition("|")
+        code_text, message, where = first.split("\0", 2)
         peer = PeerFailure(rank, message, int(code_text), n_failed=len(failed))
+        # The failed rank's traceback, for --debug (and internal errors) on the reporting rank.
+        peer.__traceback_text__ = f"Traceback on rank {rank}:\n{where}"  # type: ignore[attr-defined]
         if error is not None:
             raise peer from error
         raise peer

@@ -12,7 +12,7 @@ EXIT_USAGE = 2  # bad flag or configuration (argparse uses 2 as well)
 EXIT_DATA = 3  # unreadable, malformed or inconsistent data
 EXIT_DIVERGED = 4  # non-finite loss/gradient, or ranks holding different parameters
 EXIT_CHECKPOINT = 5  # checkpoint or output that cannot be read or written
-EXIT_WATCHDOG = 6  # no training step completed within --watchdog seconds (stacks printed)
+EXIT_WATCHDOG = 6  # stalled: no progress in --watchdog s, or a stop not agreed in --stop-grace s
 EXIT_PREEMPTED = 75  # stopped by SIGTERM/SIGUSR1 or --stop-after, checkpoint written: resume
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
 

@@ -6,12 +6,15 @@
   raised on every rank, printed once by rank 0, and every rank exits with the same code;
 * errors found by some ranks only while reading or checking their own data are agreed on
   collectively (see :meth:`Communicator.collective_section`) and then handled as above;
-* anything else on one rank (a bug, a failure inside a step) is printed by that rank, which
-  then calls ``MPI_Abort`` so that no peer waits forever in a collective.
+* a failure inside a training step, on any ranks, is sent to the others through the step's own
+  exchange (see :meth:`Trainer._fail_together`) and then handled as above;
+* anything else on one rank (a bug after a step's exchange, in evaluation) is printed by that
+  rank, which then calls ``MPI_Abort`` so that no peer waits forever in a collective.
 
 Exit codes: 0 success, 1 internal error, 2 bad flag or configuration, 3 bad data, 4 divergence
 (non-finite loss, ranks disagreeing), 5 model, output or checkpoint file that cannot be written
-or read, 6 watchdog (no step within --watchdog seconds), 75 stopped by SIGTERM/SIGUSR1 or
+or read, 6 stalled (no progress within --watchdog seconds, or a stop signal not agreed on
+within --stop-grace seconds), 75 stopped by SIGTERM/SIGUSR1 or
 --stop-after after writing a checkpoint (run again with --resume), 130 interrupted (Ctrl-C).
 """
 
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
 PROG = "mpi_sgd.train"
+ABORT_DELAY_SECONDS = 0.3
 DEFAULT_DATA = {
     "logistic": "synthetic:binary",
     "hinge": "synthetic:binary",
@@ -105,8 +109,9 @@ set matching --model is used."""
 EPILOG = """\
 exit codes: 0 ok; 1 internal error; 2 bad flag/configuration; 3 bad data;
             4 diverged (non-finite loss) or ranks disagree; 5 output/model/checkpoint file;
-            6 watchdog fired; 75 stopped by SIGTERM/SIGUSR1/--stop-after with a checkpoint
-            written (run again with --resume); 130 interrupted.
+            6 stalled (watchdog, or --stop-grace ran out); 75 stopped by
+            SIGTERM/SIGUSR1/--stop-after with a checkpoint written (run again with
+            --resume); 130 interrupted.
 examples:
   mpiexec -n 2 python -m mpi_sgd.train
   mpiexec -n 4 python -m mpi_sgd.train --train data/train --test data/test \\
@@ -929,8 +934,8 @@ def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int
         return run(args, comm)
     except MpiSgdError as exc:
         if exc.collective:
-            if comm.is_root:
-                _report(exc, args.debug, rank=None)
+            if comm.is_root:  # a bug (exit 1) found on some rank shows its traceback
+                _report(exc, args.debug or exc.exit_code == EXIT_INTERNAL, rank=None)
             return exc.exit_code
         return _abort(comm, exc, exc.exit_code, args.debug)
     except KeyboardInterrupt as exc:
@@ -958,11 +963,9 @@ def _report(exc: BaseException, with_traceback: bool, rank: int | None) -> None:
         return
     where = f" on rank {rank}" if rank is not None else ""
     if with_traceback:
+        # A PeerFailure carries the failed rank's own traceback (not the agreement's).
         text = getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
         sys.stderr.write(text)
-        cause = exc.__cause__
-        if cause is not None and getattr(cause, "__traceback_text__", None):
-            sys.stderr.write(cause.__traceback_text__)  # type: ignore[attr-defined]
     sys.stderr.write(f"{PROG}: error{where}: {describe_error(exc)}\n")
     sys.stderr.flush()
 
@@ -972,6 +975,7 @@ def _abort(comm: Communicator, exc: BaseException, code: int, with_traceback: bo
     _report(exc, with_traceback, rank=comm.rank if comm.size > 1 else None)
     if comm.size > 1:
         sys.stdout.flush()
+        time.sleep(ABORT_DELAY_SECONDS)  # the launcher forwards our message before it kills us
         comm.abort(code)
     return code
 

@@ -36,7 +36,7 @@ from mpi_sgd.checkpoint import TrainingPosition
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
-from mpi_sgd.errors import DivergenceError, everywhere
+from mpi_sgd.errors import DivergenceError, MpiSgdError, everywhere
 from mpi_sgd.evaluate import evaluate
 from mpi_sgd.faults import FaultInjector
 from mpi_sgd.metrics import peak_rss_mb
@@ -45,6 +45,9 @@ from mpi_sgd.optim import SGD, Optimizer, Schedule, soft_threshold_
 from mpi_sgd.preemption import StopRequest, describe_votes
 from mpi_sgd.sparse import SparseStep
 from mpi_sgd.watchdog import Watchdog
+
+# The row count a failed rank sends in its step's exchange: every sum over ranks stays negative.
+FAILED_STEP = -(2.0**52)
 
 
 @dataclass
@@ -191,6 +194,7 @@ class Trainer:
         self._buf = np.zeros(P + 3)  # [gradient sums..., loss sum, row count, stop votes]
         self._grad = self._buf[:P]
         self._buf_tail = self._buf[P - 1 :]  # [last gradient sum, loss sum, row count, votes]
+        self._exchanged = False  # whether the current step's exchange has happened
         self._sum_buf = comm.inplace_sum_for(self._buf)
         self._prox_scratch = np.zeros(model.n_penalised)
         self._params_pen = model.params[: model.n_penalised]  # views, made once
@@ -259,13 +263,16 @@ class Trainer:
         buf[P + 2] = self._step_votes.vote() if self._step_votes is not None else 0.0
         t0 = time.perf_counter()
         self._sum_buf()
+        self._exchanged = True
         self._allreduce_seconds += time.perf_counter() - t0
         loss_sum, count = float(buf[P]), float(buf[P + 1])
         if buf[P + 2] > 0:
             self.stop_reason = describe_votes(buf[P + 2])
         lr = self.schedule(t)
         pos.global_step += 1
-        if count == 0:
+        if count <= 0:
+            if count < 0:
+                self.comm.check_all(None)  # a peer failed in this step: raises its error
             # No rank had rows for this step: with --shuffle local/blocks/none each rank spreads
             # its rows over the epoch's steps, so a rank with fewer rows than steps leaves some
             # empty; only tiny data or a --batch-size near the rank count makes every rank do so.
@@ -312,13 +319,16 @@ class Trainer:
         buf[P + 2] = self._step_votes.vote() if self._step_votes is not None else 0.0
         t0 = time.perf_counter()
         self._sum_buf()
+        self._exchanged = True
         self._allreduce_seconds += time.perf_counter() - t0
         last, loss_sum, count, votes = self._buf_tail.tolist()
         if votes > 0:
             self.stop_reason = describe_votes(votes)
         lr = self.schedule(t)
         pos.global_step += 1
-        if count == 0:  # no rank had rows for this step (see step)
+        if count <= 0:  # no rank had rows for this step (see step), or a peer failed
+            if count < 0:
+                self.comm.check_all(None)
             return 0.0, 0.0
         # See step: the intercept's and the first coefficient's gradients turn non-finite with
         # the scores.
@@ -351,12 +361,15 @@ class Trainer:
         union, grad, gint, (loss_sum, count, votes) = sparse.exchange(
             u, values, gint, np.array([loss_sum, X.shape[0], vote])
         )
+        self._exchanged = True
         self._allreduce_seconds += sparse.allreduce_seconds - before
         if votes > 0:
             self.stop_reason = describe_votes(votes)
         lr = self.schedule(t)
         pos.global_step += 1
-        if count == 0:
+        if count <= 0:
+            if count < 0:
+                self.comm.check_all(None)
             return 0.0, 0.0
         grad /= count
         gint /= count
@@ -402,6 +415,28 @@ class Trainer:
         self._window[:] = 0.0
         self._window_start = pos.global_step
 
+    def _fail_together(self, exc: Exception) -> None:
+        """A step raised on this rank: report it to the peers through the step's own exchange
+        (they are waiting in it), then raise it on every rank as one agreed error. Collective.
+
+        The failure rides as a row count of ``FAILED_STEP`` (negative, so every rank's summed
+        count is negative); each rank then joins :meth:`Communicator.check_all`, which names
+        the failed rank and its message. A failure after the exchange, or under model averaging
+        (no exchange per step), is re-raised as it is: the command line then aborts the job.
+        """
+        if self._exchanged or self._local:
+            raise exc
+        P = self.model.n_params
+        if self.sparse is not None:
+            k = self.model.n_outputs
+            scalars = np.array([0.0, FAILED_STEP, 0.0])
+            self.sparse.exchange(np.empty(0, np.int64), np.empty((k, 0)), np.zeros(k), scalars)
+        else:
+            self._buf[:] = 0.0
+            self._buf[P + 1] = FAILED_STEP
+            self._sum_buf()
+        self.comm.check_all(exc)
+
     def _diverged(self, t: int, lr: float) -> DivergenceError:
         """The error for a non-finite loss or gradient at global step ``t`` (0-based)."""
         error = DivergenceError(
@@ -441,7 +476,13 @@ class Trainer:
         self._allreduce_seconds = 0.0
         t0 = time.perf_counter()
         for s, rows in enumerate(self.plan.batches(epoch, pos.step_in_epoch), pos.step_in_epoch):
-            loss_sum, count = self.step(rows)
+            self._exchanged = False
+            try:
+                loss_sum, count = self.step(rows)
+            except MpiSgdError:
+                raise
+            except Exception as exc:
+                self._fail_together(exc)
             if self._local:
                 self._window[2] += count
                 if loss_sum == loss_sum:

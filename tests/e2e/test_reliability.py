@@ -72,6 +72,33 @@ def test_exception_on_one_rank_ends_every_rank_fast_with_one_message(data):
     assert "rank 1" in errors[0] and "RuntimeError: injected failure at step 5" in errors[0]
 
 
+@pytest.mark.parametrize(
+    ("faults", "who"),
+    [("raise@0:5,raise@1:5,raise@2:5", "rank 0 (and 2 other rank(s))"), ("raise@2:3", "rank 2")],
+)
+@pytest.mark.parametrize("data_kind", ["dense", "sparse"])
+def test_a_failed_step_on_any_ranks_is_agreed_and_reported_once(
+    data, tmp_path, faults, who, data_kind
+):
+    """The failed rank joins the step's exchange with a failure marker, so every rank leaves
+    together with one message (and the failed rank's traceback, as for any internal error)."""
+    train = data if data_kind == "dense" else "synthetic:sparse-binary,rows=3000,features=500"
+    res = mpirun(3, ["--train", train, *TRAIN], timeout=90, extra_env={"MPI_SGD_FAULTS": faults})
+    assert res.returncode == 1, res
+    (line,) = error_lines(res.stderr)
+    assert f"error: {who}: RuntimeError: injected failure at step" in line, res
+    assert res.stderr.count("Traceback on rank") == 1, res
+    assert "MPI_Abort" not in res.stderr, res
+
+
+def test_debug_shows_the_failed_ranks_own_traceback(bad_inputs):
+    args, code, _ = bad_inputs["infinite feature"]
+    res = mpirun(2, [*args, "--epochs", "1", "--debug"], timeout=60)
+    assert res.returncode == code, res
+    assert "Traceback on rank 1:" in res.stderr and "mpi_sgd/data/text.py" in res.stderr, res
+    assert len(error_lines(res.stderr)) == 1, res
+
+
 def test_nan_gradient_on_one_rank_stops_all_with_advice_and_keeps_the_checkpoint(data, tmp_path):
     ckpt = tmp_path / "ckpt"
     res = mpirun(
@@ -136,6 +163,13 @@ def _bad_inputs(root) -> dict[str, tuple[list[str], int, str]]:
         fh.write("\n".join(rows) + "\n")
     cases["csv bad line"] = (["--train", csv], 3, "bad.csv line 121")
 
+    inf_csv = os.path.join(root, "inf.csv")
+    rows = [f"{i % 2},{i},1.5" for i in range(200)]
+    rows[170] = "1,inf,1.5"  # in the last rank's byte range
+    with open(inf_csv, "w") as fh:
+        fh.write("\n".join(rows) + "\n")
+    cases["infinite feature"] = (["--train", inf_csv], 3, "non-finite")
+
     y3 = np.arange(40) % 3
     cases["three classes for logistic"] = (
         ["--train", write_npy(os.path.join(root, "y3"), X, y3.astype(float))],
@@ -190,6 +224,7 @@ CASE_NAMES = [
     "svm that is binary",
     "svm bad line",
     "csv bad line",
+    "infinite feature",
     "three classes for logistic",
     "non-integer classes",
     "class missing entirely",
