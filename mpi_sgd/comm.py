@@ -151,9 +151,15 @@ class Communicator:
         ]
 
     def bcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
-        """Overwrite ``buf`` on every rank with root's ``buf``, in place. Collective."""
+        """Overwrite ``buf`` on every rank with root's ``buf``, in place (in chunks of
+        ``max_chunk_elements``, like the reductions). Collective."""
+        if not buf.flags.c_contiguous:
+            raise ValueError("Bcast buffers must be C-contiguous")
         if self.size > 1:
-            self._comm.Bcast(buf, root=root)
+            flat = buf.reshape(-1)
+            chunk = self.max_chunk_elements
+            for start in range(0, max(flat.size, 1), chunk):
+                self._comm.Bcast(flat[start : start + chunk], root=root)
         return buf
 
     def barrier(self) -> None:

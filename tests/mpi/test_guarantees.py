@@ -341,6 +341,13 @@ def test_chunked_allreduce_matches_one_call(comm):
     small.allreduce_sum_(buf)
     expected = np.arange(103) * comm.size * (comm.size + 1) / 2
     assert_allclose_all(comm, buf, expected, rtol=0, what="chunked sum")
+    # the trainer's prebound form of the same reduction, and the broadcast of the parameters
+    buf = np.arange(103, dtype=np.float64) * (comm.rank + 1)
+    small.inplace_sum_for(buf)()
+    assert_allclose_all(comm, buf, expected, rtol=0, what="chunked prebound sum")
+    params = np.arange(50, dtype=np.float64) + comm.rank
+    small.bcast_(params)
+    assert_allclose_all(comm, params, np.arange(50.0), rtol=0, what="chunked bcast")
 
 
 # ------------------------------------------------------------------- reading own partition
