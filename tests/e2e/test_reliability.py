@@ -561,6 +561,9 @@ def test_watchdog_ends_a_stalled_job_with_stacks(tmp_path):
     assert elapsed < 30, elapsed
     assert "watchdog: no training step completed" in res.stderr, res
     assert "time.sleep" in res.stderr or "faults.py" in res.stderr, res  # rank 1's stack
+    # every rank reports (rank 0 from inside the Allreduce it waits in)
+    for rank in (0, 1):
+        assert f"error on rank {rank}: watchdog" in res.stderr, res
 
 
 def test_a_stop_signal_to_a_stalled_job_aborts_it_after_the_grace(tmp_path):
