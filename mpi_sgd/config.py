@@ -46,7 +46,8 @@ class TrainConfig:
     l2: float = 0.0
     l1: float = 0.0
     fit_intercept: bool = True
-    shuffle: str = "local"
+    shuffle: str = "chunks"
+    chunk_rows: int = 0  # rows per chunk of --shuffle chunks; 0: auto_chunk_rows
     partition: str = "contiguous"
     seed: int = 0
     dtype: str = "auto"
@@ -86,6 +87,8 @@ class TrainConfig:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.chunk_rows < 0:
+            raise ConfigError(f"--chunk-rows must be >= 0 (0: automatic), got {self.chunk_rows}")
         if self.average_every < 0:
             raise ConfigError(f"--average-every must be >= 0, got {self.average_every}")
         if self.average_every and self.sync != "models":

@@ -43,7 +43,7 @@ from mpi_sgd.checkpoint import (
 )
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import DTYPES, EXCHANGES, SYNCS, TrainConfig
-from mpi_sgd.data.batching import SHUFFLES, BatchPlan
+from mpi_sgd.data.batching import SHUFFLES, BatchPlan, auto_chunk_rows
 from mpi_sgd.data.dataset import Dataset, ReadOptions, is_synthetic, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import (
@@ -297,11 +297,22 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         choices=SHUFFLES,
         default=d.shuffle,
         help="local: each rank permutes its own rows every epoch (seed, epoch, rank); "
+        "chunks: the same with runs of --chunk-rows consecutive rows in place of single rows "
+        "(every row once per epoch, unbiased batches of random chunks, and a gather that "
+        "streams instead of missing the cache on every row); "
         "blocks: each rank visits fixed contiguous blocks of its rows in a new order "
         "every epoch (no gather: fastest, for data stored in random order); "
         "global: each step's batch comes from one seeded permutation of all rows, so "
         "results do not depend on the number of ranks; none: file order "
         "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=d.chunk_rows,
+        metavar="C",
+        help="rows per chunk of --shuffle chunks; 0: about 16 KiB of features per chunk, "
+        "but at least 16 chunks in each rank's share of a batch (default: %(default)s)",
     )
     g.add_argument(
         "--seed",
@@ -477,6 +488,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         l1=args.l1,
         fit_intercept=not args.no_intercept,
         shuffle=args.shuffle,
+        chunk_rows=args.chunk_rows,
         partition=args.partition,
         seed=args.seed,
         dtype=args.dtype,
@@ -606,8 +618,17 @@ def _run_watched(
     model = LinearModel(loss, train.n_features, loss.n_outputs(classes.size), cfg.fit_intercept)
     broadcast_params(model, comm)
     use_sparse = _choose_exchange(cfg, train, model, comm)
+    chunk_rows = cfg.chunk_rows or auto_chunk_rows(
+        train.n_features, max(1, cfg.batch_size // comm.size)
+    )
     plan = BatchPlan(
-        train.ownership, train.n_total, cfg.batch_size, cfg.shuffle, cfg.seed, comm.rank
+        train.ownership,
+        train.n_total,
+        cfg.batch_size,
+        cfg.shuffle,
+        cfg.seed,
+        comm.rank,
+        chunk_rows=chunk_rows,
     )
     S = plan.steps_per_epoch
     schedule = Schedule(
@@ -657,7 +678,8 @@ def _run_watched(
         + (f" ({classes.size} classes)" if loss.is_classifier else "")
         + f", optimizer {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), global batch "
         f"{plan.batch_size} ({S} steps/epoch), l2 {cfg.l2:g}, l1 {cfg.l1:g}, "
-        f"shuffle {cfg.shuffle}, "
+        f"shuffle {cfg.shuffle}"
+        + (f" ({chunk_rows} rows per chunk), " if cfg.shuffle == "chunks" else ", ")
         + (
             f"{'sparse' if use_sparse else 'dense'} exchange"
             if cfg.sync == "gradients"

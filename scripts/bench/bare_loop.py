@@ -1,11 +1,22 @@
 """The bare loop: the simplest tight mpi4py + numpy data-parallel SGD, the yardstick of mpi_sgd.
 
 Run as ``mpiexec -n 2 python scripts/bench/bare_loop.py --train DIR --test DIR ...``. Each rank
-memory-maps its contiguous slice of ``X.npy`` (or CSR arrays), permutes its local rows every
-epoch with ``default_rng([seed, epoch, rank])`` and cuts them into ``ceil(n / (ranks * B))``
-steps, as ``mpi_sgd --shuffle local`` does. A step gathers ``X[idx]``, computes ``X @ w`` and
-``X.T @ r``, and sums ``[gradient, rows]`` with one in-place ``Allreduce`` of a preallocated
-buffer; then ``w -= lr * (g / rows + l2 * [coef, 0])``. Rank 0 prints one JSON line per epoch.
+memory-maps its contiguous slice of ``X.npy`` (or CSR arrays) and cuts an epoch into
+``ceil(n / (ranks * B))`` steps. ``--order`` says which rows a step takes, matching an
+``mpi_sgd --shuffle`` mode:
+
+``rows`` (``--shuffle local``)
+    the local rows permuted every epoch with ``default_rng([seed, epoch, rank])``, gathered;
+``chunks`` (``--shuffle chunks``)
+    runs of ``--chunk-rows`` consecutive rows permuted instead (a random offset of the chunk
+    boundaries each epoch), gathered;
+``blocks`` (``--shuffle blocks``)
+    the step's fixed contiguous block, visited in a permuted order, as a view: no gather. This
+    is the loop of ``BENCHMARKS.md`` (a memory-mapped slice, ``X @ w``, ``X.T @ r``).
+
+A step computes ``X @ w`` and ``X.T @ r`` and sums ``[gradient, rows]`` with one in-place
+``Allreduce`` of a preallocated buffer; then ``w -= lr * (g / rows + l2 * [coef, 0])``. Rank 0
+prints one JSON line per epoch.
 """
 
 from __future__ import annotations
@@ -37,6 +48,19 @@ def load_slice(path: str, rank: int, size: int) -> tuple[np.ndarray | sp.csr_mat
     d = int(np.load(os.path.join(path, "X_shape.npy"))[1])
     X = sp.csr_matrix((arr["data"][ptr[0] : ptr[-1]], idx, ptr - ptr[0]), shape=(b - a, d))
     return X, np.asarray(y[a:b])
+
+
+def epoch_rows(order: str, n: int, steps: int, chunk: int, seed: int, epoch: int, rank: int):
+    """The epoch's local row order (an index array), or for ``blocks`` the block order."""
+    rng = np.random.default_rng([seed, epoch, rank])
+    if order == "blocks":
+        return rng.permutation(steps)
+    if order == "rows" or chunk == 1:
+        return rng.permutation(n)
+    offset = int(rng.integers(chunk))
+    starts = rng.permutation(-(-(n + offset) // chunk)) * chunk - offset
+    rows = (starts[:, None] + np.arange(chunk)).reshape(-1)
+    return rows[(rows >= 0) & (rows < n)]
 
 
 def dscores(Z: np.ndarray, y: np.ndarray, softmax: bool) -> np.ndarray:
@@ -118,6 +142,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", type=int, default=10, help="classes of --model softmax")
     p.add_argument("--gather", choices=("take", "index"), default="take", help="X.take or X[idx]")
+    p.add_argument("--order", choices=("rows", "chunks", "blocks"), default="rows")
+    p.add_argument("--chunk-rows", type=int, default=16, help="rows per chunk of --order chunks")
     p.add_argument(
         "--overlap",
         action="store_true",
@@ -131,8 +157,8 @@ def main() -> None:
     Xt, yt = load_slice(a.test, rank, size)
     constant = a.schedule == "constant"
     softmax, sparse = a.model == "softmax", sp.issparse(X)
-    if a.overlap and sparse:
-        p.error("--overlap needs dense rows (X.npy)")
+    if a.overlap and (sparse or a.order != "rows"):
+        p.error("--overlap needs dense rows (X.npy) and --order rows")
     K, d = (a.classes if softmax else 1), X.shape[1]
     y, yt = (y.astype(np.int64), yt.astype(np.int64)) if softmax else (y, yt)
     n_total = comm.allreduce(X.shape[0])
@@ -142,7 +168,7 @@ def main() -> None:
     buf = np.zeros(params.size + 1)  # [gradient sums, rows]
     gW, gb = buf[: K * d].reshape(K, d), buf[K * d : -1]
     for epoch in range(a.epochs):
-        perm = np.random.default_rng([a.seed, epoch, rank]).permutation(X.shape[0])
+        perm = epoch_rows(a.order, X.shape[0], steps, a.chunk_rows, a.seed, epoch, rank)
         bounds = np.arange(steps + 1) * X.shape[0] // steps
         t_comm, t0 = 0.0, time.perf_counter()
         if a.overlap:
@@ -151,12 +177,18 @@ def main() -> None:
         else:
             steps_left = steps
         for s in range(steps_left):
-            idx = perm[bounds[s] : bounds[s + 1]]
-            Xb = X[idx] if sparse or a.gather == "index" else X.take(idx, axis=0)
-            R = dscores(scores(Xb, W, b), y.take(idx), softmax)
+            if a.order == "blocks":
+                k = perm[s]
+                idx = slice(bounds[k], bounds[k + 1])
+                Xb, yb = X[idx], y[idx]
+            else:
+                idx = perm[bounds[s] : bounds[s + 1]]
+                Xb = X[idx] if sparse or a.gather == "index" else X.take(idx, axis=0)
+                yb = y.take(idx)
+            R = dscores(scores(Xb, W, b), yb, softmax)
             gW[:] = (Xb.T @ R).T
             gb[:] = R.sum(axis=0)
-            buf[-1] = len(idx)
+            buf[-1] = len(yb)
             t1 = time.perf_counter()
             comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
             t_comm += time.perf_counter() - t1

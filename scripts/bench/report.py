@@ -5,8 +5,10 @@ Figures per system and cell (workload x per-rank batch):
 * **epoch s**: median (min–max) over the steady-state epochs of all repetitions — every epoch but
   the first of a launch (the first also maps the memory-mapped pages in), or the only epoch;
 * **× bare**: the median (min–max) over repetitions of the ratio of the system's median epoch to
-  the bare loop's in the *same* repetition (the two ran back to back, so the ratio cancels most
-  of the machine's noise);
+  that of the bare loop *of the same sampling* in the *same* repetition (the two ran back to
+  back, so the ratio cancels most of the machine's noise): `mpi_sgd` (its default `--shuffle
+  chunks`) to `bare loop, chunks`, `mpi_sgd --shuffle local` to `bare loop` (single rows),
+  `mpi_sgd --shuffle blocks` to `bare loop, blocks`, everything else to `bare loop`;
 * **samples/s**: training rows per second over all ranks, at the median epoch time;
 * **comm share**: all-reduce seconds / training seconds (steady epochs), median over repetitions;
 * **time-to-target** (W1): cumulative training seconds (first epoch included; loading and
@@ -46,6 +48,16 @@ def fmt_range(values: list[float], digits: int = 3, suffix: str = "") -> str:
     return f"{med:.{digits}g}{suffix} ({min(values):.{digits}g}–{max(values):.{digits}g})"
 
 
+def paired_ratios(numerator: list[RunResult], denominator: list[RunResult]) -> list[float]:
+    """Per repetition, the ratio of the two systems' median epochs (launches that succeeded)."""
+    den = {r.rep: epoch_median(r) for r in denominator if r.error is None and r.epochs}
+    out = []
+    for r in numerator:
+        if r.error is None and r.epochs and den.get(r.rep):
+            out.append(epoch_median(r) / den[r.rep])  # type: ignore[operator]
+    return out
+
+
 def time_to_target(r: RunResult, target: float) -> float | None:
     """Cumulative training seconds at the first epoch with test loss <= ``target``."""
     total = 0.0
@@ -57,7 +69,11 @@ def time_to_target(r: RunResult, target: float) -> float | None:
 
 
 def summarise(
-    results: list[RunResult], system: str, baseline: list[RunResult], target: float | None
+    results: list[RunResult],
+    system: str,
+    baseline: list[RunResult],
+    target: float | None,
+    baseline_name: str = BARE,
 ) -> dict[str, str]:
     """The table cells of ``system`` from its launches ``results`` (one cell of the grid)."""
     ok = [r for r in results if r.error is None and r.epochs]
@@ -74,7 +90,7 @@ def summarise(
         for r in ok
         if base.get(r.rep)
     ]
-    row["ratio"] = "1" if system == BARE else fmt_range(ratios, 3, "×")
+    row["ratio"] = "1" if system == baseline_name else fmt_range(ratios, 3, "×")
     samples = ok[0].epochs[-1].get("samples") or 0
     row["samples_per_s"] = f"{samples / statistics.median(times):,.0f}" if samples else "–"
     shares = []
@@ -101,7 +117,7 @@ def summarise(
 COLUMNS = [
     ("system", "system"),
     ("epoch", "epoch s, median (min–max)"),
-    ("ratio", "× bare loop"),
+    ("ratio", "× bare loop, same sampling"),
     ("samples_per_s", "samples/s"),
     ("comm", "Allreduce share"),
     ("ttt", "time-to-target"),

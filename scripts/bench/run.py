@@ -39,6 +39,7 @@ from render import batches_for, render
 from report import epoch_median
 from systems import (
     BARE,
+    BARE_INDEX,
     BARE_OVERLAP,
     DDP,
     MPI_SGD,
@@ -62,7 +63,6 @@ EXCHANGE_VARIANTS = {MPI_SGD_DENSE: "dense", MPI_SGD_SPARSE: "sparse"}
 # Opt-in variants (--systems only): what the speed options buy, measured beside the default.
 OPTIONAL_VARIANTS = {
     "mpi_sgd --dtype float32": ("--dtype", "float32"),
-    "mpi_sgd --shuffle blocks": ("--shuffle", "blocks"),
 }
 MANY_STEPS_BATCH = 1024  # below this per-rank batch, torch DDP runs one (pre-faulted) epoch
 
@@ -172,7 +172,7 @@ def build_runners(a: argparse.Namespace) -> dict[str, Runner]:
 
 def available_systems(a: argparse.Namespace, runners: dict[str, Runner]) -> list[str]:
     """The systems to run: those asked for whose libraries are importable."""
-    opt_in = {*OPTIONAL_VARIANTS, BARE_OVERLAP}
+    opt_in = {*OPTIONAL_VARIANTS, BARE_OVERLAP, BARE_INDEX}
     if a.systems:
         wanted = re.split(r",(?! )", a.systems)  # "bare loop, X[idx] gather" is one name
     else:

@@ -1,8 +1,12 @@
 """The systems compared, how each is launched, and what one launch measured.
 
 Every system trains the same objective (log-loss + ``l2/2 ||coef||^2``, ``l2 = 1/n_train``)
-with the same per-rank batch, sampling (local permutation per epoch), learning rate and
-schedule, and reports per-epoch training seconds and test log-loss in :class:`RunResult`.
+with the same per-rank batch, learning rate and schedule, and reports per-epoch training seconds
+and test log-loss in :class:`RunResult`. Each mpi_sgd row has a bare loop of the same sampling
+(:data:`SAME_SAMPLING`): ``mpi_sgd`` (its default, ``--shuffle chunks``) and ``bare loop,
+chunks``; ``--shuffle local`` and ``bare loop`` (rows); ``--shuffle blocks`` and ``bare loop,
+blocks`` (contiguous views, the loop of BENCHMARKS.md). PyTorch DDP permutes rows, as its
+``DistributedSampler`` does.
 """
 
 from __future__ import annotations
@@ -17,15 +21,33 @@ from launch import Launch, mpi_cmd, py_cmd, read_json_lines, run, script
 from workloads import WorkloadData
 
 MPI_SGD = "mpi_sgd"
+MPI_SGD_LOCAL = "mpi_sgd --shuffle local"
+MPI_SGD_BLOCKS = "mpi_sgd --shuffle blocks"
 MPI_SGD_2T = "mpi_sgd --blas-threads 2"
 MPI_SGD_DENSE = "mpi_sgd --exchange dense"
 MPI_SGD_SPARSE = "mpi_sgd --exchange sparse"
 BARE = "bare loop"
+BARE_CHUNKS = "bare loop, chunks"
+BARE_BLOCKS = "bare loop, blocks"
 BARE_INDEX = "bare loop, X[idx] gather"
 BARE_OVERLAP = "bare loop, Iallreduce overlap"
 DDP = "torch DDP (gloo)"
 SK_SGD = "sklearn SGDClassifier"
 SK_LBFGS = "sklearn LogisticRegression(lbfgs)"
+# The bare loop each mpi_sgd variant is compared with: the same rows in every step.
+SAME_SAMPLING = {
+    MPI_SGD: BARE_CHUNKS,
+    MPI_SGD_LOCAL: BARE,
+    MPI_SGD_BLOCKS: BARE_BLOCKS,
+    "mpi_sgd --shuffle chunks": BARE_CHUNKS,
+}
+
+
+def chunk_rows_for(w: WorkloadData, batch: int) -> int:
+    """The chunk length mpi_sgd's ``--shuffle chunks`` picks for a per-rank batch."""
+    from mpi_sgd.data.batching import auto_chunk_rows
+
+    return auto_chunk_rows(w.n_features, batch)
 
 
 @dataclass
@@ -154,8 +176,6 @@ def run_mpi_sgd(
             *_common(w, s),
             "--optimizer",
             "sgd",
-            "--shuffle",
-            "local",
             "--batch-size",
             str(s.ranks * s.batch),
             "--metrics",
@@ -185,25 +205,41 @@ def run_mpi_sgd_2t(w: WorkloadData, s: Settings, rep: int) -> RunResult:
 
 
 def run_bare(
-    w: WorkloadData, s: Settings, rep: int, gather: str = "take", overlap: bool = False
+    w: WorkloadData,
+    s: Settings,
+    rep: int,
+    gather: str = "take",
+    overlap: bool = False,
+    order: str = "rows",
+    name: str = BARE,
 ) -> RunResult:
     """``mpiexec -n R python scripts/bench/bare_loop.py ...``."""
     args = [script("bare_loop.py"), *_common(w, s), "--batch-size", str(s.batch)]
     args += ["--classes", str(w.n_classes), "--gather", gather, *(["--overlap"] if overlap else [])]
+    args += ["--order", order, "--chunk-rows", str(chunk_rows_for(w, s.batch))]
     res = run(mpi_cmd(s.ranks, args), s.timeout)
-    name = BARE_OVERLAP if overlap else BARE if gather == "take" else BARE_INDEX
     return _epochs_from(res.records, _result(name, w, s, rep, res))
+
+
+def run_bare_chunks(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """The bare loop gathering runs of consecutive rows, as ``mpi_sgd --shuffle chunks``."""
+    return run_bare(w, s, rep, order="chunks", name=BARE_CHUNKS)
+
+
+def run_bare_blocks(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """The bare loop on contiguous block views, as ``mpi_sgd --shuffle blocks``."""
+    return run_bare(w, s, rep, order="blocks", name=BARE_BLOCKS)
 
 
 def run_bare_overlap(w: WorkloadData, s: Settings, rep: int) -> RunResult:
     """The bare loop with each step's Allreduce overlapped with the next batch's gather
     (``Iallreduce``, gather, ``Wait``)."""
-    return run_bare(w, s, rep, overlap=True)
+    return run_bare(w, s, rep, overlap=True, name=BARE_OVERLAP)
 
 
 def run_bare_index(w: WorkloadData, s: Settings, rep: int) -> RunResult:
     """The bare loop gathering rows with ``X[idx]`` instead of ``X.take(idx, axis=0)``."""
-    return run_bare(w, s, rep, gather="index")
+    return run_bare(w, s, rep, gather="index", name=BARE_INDEX)
 
 
 def run_ddp(w: WorkloadData, s: Settings, rep: int) -> RunResult:
@@ -237,10 +273,25 @@ def run_sk_lbfgs(w: WorkloadData, s: Settings, rep: int) -> RunResult:
 
 Runner = Callable[[WorkloadData, Settings, int], RunResult]
 
+
+def run_mpi_sgd_local(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """mpi_sgd permuting single rows (``--shuffle local``)."""
+    return run_mpi_sgd(w, s, rep, name=MPI_SGD_LOCAL, extra=("--shuffle", "local"))
+
+
+def run_mpi_sgd_blocks(w: WorkloadData, s: Settings, rep: int) -> RunResult:
+    """mpi_sgd on contiguous blocks (``--shuffle blocks``)."""
+    return run_mpi_sgd(w, s, rep, name=MPI_SGD_BLOCKS, extra=("--shuffle", "blocks"))
+
+
 RUNNERS: dict[str, Runner] = {
     MPI_SGD: run_mpi_sgd,
+    MPI_SGD_LOCAL: run_mpi_sgd_local,
+    MPI_SGD_BLOCKS: run_mpi_sgd_blocks,
     MPI_SGD_2T: run_mpi_sgd_2t,
     BARE: run_bare,
+    BARE_CHUNKS: run_bare_chunks,
+    BARE_BLOCKS: run_bare_blocks,
     BARE_INDEX: run_bare_index,
     BARE_OVERLAP: run_bare_overlap,
     DDP: run_ddp,

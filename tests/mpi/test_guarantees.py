@@ -133,7 +133,7 @@ def test_full_batch_gd_on_uneven_partitions_equals_numpy_gd(comm, model):
 def test_every_rank_takes_the_same_number_of_steps(comm):
     X, y = make_problem("logistic", n=101)
     own = uneven_ownership(101, comm)
-    for shuffle in ("none", "local", "global", "blocks"):
+    for shuffle in ("none", "local", "chunks", "global", "blocks"):
         cfg = TrainConfig(epochs=3, batch_size=10, shuffle=shuffle)
         trainer, _ = build_trainer("logistic", X, y, own, comm, cfg)
         trainer.fit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpi_sgd.data.batching import SHUFFLES, BatchPlan
+from mpi_sgd.data.batching import SHUFFLES, BatchPlan, auto_chunk_rows
 from mpi_sgd.data.partition import PARTITIONS, RowOwnership, partition_rows, steps_per_epoch
 
 RANK_COUNTS = [1, 2, 3, 5]
@@ -18,9 +18,19 @@ def as_indices(sel: slice | np.ndarray, n_local: int) -> np.ndarray:
     return np.asarray(sel)
 
 
-def plans(n: int, size: int, scheme: str, batch: int, shuffle: str, seed: int) -> list[BatchPlan]:
+def plans(
+    n: int, size: int, scheme: str, batch: int, shuffle: str, seed: int, chunk_rows: int = 3
+) -> list[BatchPlan]:
     return [
-        BatchPlan(partition_rows(n, r, size, scheme, seed=17), n, batch, shuffle, seed, rank=r)
+        BatchPlan(
+            partition_rows(n, r, size, scheme, seed=17),
+            n,
+            batch,
+            shuffle,
+            seed,
+            rank=r,
+            chunk_rows=chunk_rows,
+        )
         for r in range(size)
     ]
 
@@ -38,7 +48,7 @@ def global_steps(ps: list[BatchPlan], epoch: int) -> list[list[np.ndarray]]:
 # ------------------------------------------------------------------------------ none / local
 
 
-@pytest.mark.parametrize("shuffle", ["none", "local"])
+@pytest.mark.parametrize("shuffle", ["none", "local", "chunks"])
 @pytest.mark.parametrize("scheme", PARTITIONS)
 @pytest.mark.parametrize("size", RANK_COUNTS)
 @pytest.mark.parametrize(("n", "batch"), [(23, 4), (10, 10), (7, 2), (30, 64), (4, 1)])
@@ -82,6 +92,58 @@ def test_local_shuffle_depends_on_seed_epoch_and_rank() -> None:
     assert order(1, 0, 0) != order(2, 0, 0)
     assert order(1, 0, 0) != order(1, 0, 1)
     assert order(1, 0, 0) != [list(range(a, a + 5)) for a in range(0, 60, 5)]  # really shuffled
+
+
+# ------------------------------------------------------------------------------------ chunks
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 7, 50])
+@pytest.mark.parametrize("n_local", [0, 1, 13, 100])
+def test_chunks_are_runs_of_consecutive_rows_in_a_new_order_each_epoch(chunk, n_local):
+    own = RowOwnership.from_ranges([(0, n_local)])
+    plan = BatchPlan(own, max(n_local, 1), 8, "chunks", seed=2, rank=0, chunk_rows=chunk)
+    orders = []
+    for epoch in range(4):
+        order = np.concatenate(epoch_steps(plan, epoch)) if n_local else np.empty(0, int)
+        assert sorted(order.tolist()) == list(range(n_local))  # every row once
+        # Where the order jumps, a chunk starts and one ends: all starts share one offset of
+        # the chunk grid (row 0 may start a shorter first chunk), and every end is the last
+        # row of that grid's chunk or of the data.
+        jumps = np.flatnonzero(np.diff(order) != 1) + 1
+        starts = order[np.r_[0, jumps].astype(int)] if n_local else order
+        ends = order[np.r_[jumps - 1, n_local - 1].astype(int)] if n_local else order
+        offsets = {int(-r % chunk) for r in starts if r != 0}
+        assert len(offsets) <= 1, (starts, chunk)
+        o = offsets.pop() if offsets else 0
+        assert all((r + 1 + o) % chunk == 0 or r == n_local - 1 for r in ends), (ends, o)
+        orders.append(order.tolist())
+    if n_local >= 13 and chunk < n_local // 2:
+        assert len({tuple(o) for o in orders}) == 4  # a new order (and offset) every epoch
+    if chunk == 1:  # C = 1 is the local shuffle, row for row
+        local = BatchPlan(own, max(n_local, 1), 8, "local", seed=2, rank=0)
+        assert [x.tolist() for x in epoch_steps(local, 1)] == [
+            x.tolist() for x in epoch_steps(plan, 1)
+        ]
+
+
+def test_chunk_boundaries_move_between_epochs():
+    own = RowOwnership.from_ranges([(0, 400)])
+    plan = BatchPlan(own, 400, 40, "chunks", seed=9, rank=0, chunk_rows=10)
+    starts = []
+    for epoch in range(6):
+        order = np.concatenate(epoch_steps(plan, epoch))
+        first = order[np.r_[0, np.flatnonzero(np.diff(order) != 1) + 1]]
+        starts.append(set((first % 10).tolist()) - {0})  # offsets other than the file's own
+    assert len({frozenset(s) for s in starts}) > 1
+
+
+def test_auto_chunk_rows():
+    assert auto_chunk_rows(100, 4096) == 20  # 16 KiB of float64 features
+    assert auto_chunk_rows(100, 256) == 16  # at least 16 chunks per rank's batch
+    assert auto_chunk_rows(128, 4096) == 16
+    assert auto_chunk_rows(2**18, 4096) == 1  # wide (sparse) rows: single rows
+    assert auto_chunk_rows(10, 8) == 1
+    assert auto_chunk_rows(32, 256, itemsize=4) == 16
 
 
 # ------------------------------------------------------------------------------------ global
