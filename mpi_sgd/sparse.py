@@ -44,11 +44,11 @@ def sparse_exchange_pays(
 
     The sparse payload is at most ``nnz * (k + 1)`` numbers per rank and every rank receives all
     of them. Its per-entry work is random access, so it must be several times smaller than the
-    dense vector to pay. On W2 (d = 2^18, 60 non-zeros per row, 2 ranks; docs/benchmarks.md)
-    the sparse epoch took 0.72x the dense one at 128 rows per rank and step (payload 8.5x
-    smaller than the parameters), 0.99x at 256 (4.3x smaller: the break-even), 1.55x at 512 and
-    2.15x at 1024. Hence the factor :data:`PAYOFF`, a little above the break-even so that a tie
-    goes to the dense exchange, whose cost is the more predictable.
+    dense vector to pay. On W2 (d = 2^18, 60 non-zeros per row, 2 ranks; docs/benchmarks.md,
+    2026-12-01) the sparse epoch took 0.39x the dense one at 32 rows per rank and step (payload
+    34x smaller than the parameters), 0.67x at 128 (8.5x smaller), 1.05x at 256 (4.3x smaller:
+    the break-even) and 1.43x at 512. Hence the factor :data:`PAYOFF`, a little above the
+    break-even so that a tie goes to the dense exchange, whose cost is the more predictable.
     """
     payload = nnz_per_row * rows_per_rank_step * (n_outputs + 1) * n_ranks
     return payload * PAYOFF < n_params

@@ -311,7 +311,7 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         type=int,
         default=d.chunk_rows,
         metavar="C",
-        help="rows per chunk of --shuffle chunks; 0: about 16 KiB of features per chunk, "
+        help="rows per chunk of --shuffle chunks; 0: about 32 KiB of features per chunk, "
         "but at least 16 chunks in each rank's share of a batch (default: %(default)s)",
     )
     g.add_argument(

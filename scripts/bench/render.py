@@ -571,14 +571,15 @@ def render(
         "`ceil(n / (ranks × B))` steps per epoch, each rank's rows in an order drawn from "
         "`default_rng([seed, epoch, rank])`: single rows (`--shuffle local`, `bare loop`, "
         "torch DDP), runs of C consecutive rows (`--shuffle chunks`, mpi_sgd's default, and "
-        "`bare loop, chunks`; C = 16 KiB of features but at most B/16 rows: 16 at B = 256, "
-        "at B = 4096 20 on W1 and 16 on W3; 1 on W2's 2^18 features, i.e. single rows) or "
+        "`bare loop, chunks`; C = 32 KiB of features but at most B/16 rows: 16 at B = 256, "
+        "at B = 4096 40 on W1 and 32 on W3; 1 on W2's 2^18 features, i.e. single rows) or "
         "contiguous blocks in a permuted order "
         "(`--shuffle blocks`, `bare loop, blocks`), "
         + (
             f"learning rate {a.lr:g}"
             if a.lr is not None
-            else "learning rate `min(1, 0.1 × B / 256)` (0.1 at B = 256, 1 at B = 4096)"
+            else "learning rate `min(1, 0.1 × B / 256)` (0.1 at B = 256, 1 at B = 4096; on W2, "
+            "whose unit-norm sparse rows learn slowly, `4 × min(1, B / 256)`)"
         )
         + f", schedule `{a.schedule}`"
         + (" (`lr / sqrt(1 + t / steps_per_epoch)`)" if a.schedule == "invscaling" else "")

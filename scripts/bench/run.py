@@ -92,7 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     p.add_argument("--epochs", type=int, help="epochs of every launch (default: W1 4, W3 3, W2 2)")
-    p.add_argument("--lr", type=float, help="learning rate (default: min(1, 0.1 * batch / 256))")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate (default: min(1, 0.1 * batch / 256); W2: 4 * min(1, batch / 256))",
+    )
     p.add_argument("--schedule", choices=("constant", "invscaling"), default="invscaling")
     p.add_argument(
         "--systems",
@@ -130,9 +134,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def lr_for(batch: int, a: argparse.Namespace) -> float:
-    """The learning rate of a per-rank batch: ``--lr``, or 0.1 scaled linearly, capped at 1."""
-    return a.lr if a.lr is not None else min(1.0, 0.1 * batch / 256)
+def lr_for(batch: int, a: argparse.Namespace, w: WorkloadData | None = None) -> float:
+    """The learning rate of a per-rank batch: ``--lr``, or 0.1 scaled linearly, capped at 1;
+    on W2 (sparse, unit-norm rows whose rare features learn slowly) 4, scaled down linearly
+    below 256 rows per rank."""
+    if a.lr is not None:
+        return a.lr
+    if w is not None and w.sparse:
+        return 4.0 * min(1.0, batch / 256)
+    return min(1.0, 0.1 * batch / 256)
 
 
 def compared(a: argparse.Namespace) -> list[tuple[str, str, str]]:
@@ -213,7 +223,7 @@ def settings_for(system: str, w: WorkloadData, batch: int, a: argparse.Namespace
         epochs = min(epochs, 2)
     if system == DDP and batch < MANY_STEPS_BATCH:
         epochs = 1
-    return Settings(batch, epochs, lr_for(batch, a), a.schedule, a.ranks, a.timeout, a.project)
+    return Settings(batch, epochs, lr_for(batch, a, w), a.schedule, a.ranks, a.timeout, a.project)
 
 
 # ----------------------------------------------------------------------------- references
@@ -353,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "project": f"`{a.project}`",
         "compare": [f"`{c}`" for c in a.compare],
         "versions": versions,
+        "ranks": a.ranks,
     }
     text = render(info, a, workloads, systems, results, optimum, floors, profile)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

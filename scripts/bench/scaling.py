@@ -7,8 +7,11 @@ Per step, on every rank (b rows per rank, d features, k outputs, P = k (d + 1) p
 
     T_step = t_fixed + b * t_row(d, k) + T_allreduce(8 (P + 3) bytes, nodes, ranks per node)
 
-``t_fixed`` (Python and library overhead per step) and ``t_row`` come from the benchmark run on
-this machine (``--raw``, the JSON that ``run.py --raw`` wrote; built-in defaults otherwise).
+``t_fixed`` (Python and library overhead per step) and ``t_row`` are fitted, per workload, to
+the epochs the benchmark run measured on this machine (``--raw``, the JSON that ``run.py --raw``
+wrote): a least-squares line through (rows per rank per step, compute seconds per step), the
+compute being each epoch's training time minus its measured Allreduce time, divided by its
+steps. Without ``--raw`` built-in constants from an earlier run are used.
 The Allreduce is hierarchical: a shared-memory reduction among the ranks of a node, then the
 standard inter-node algorithms (Thakur, Rabenseifner & Gropp 2005), taking the cheaper of
 recursive doubling, ``log2(N) (a + n B)``, and Rabenseifner's reduce-scatter + allgather,
@@ -37,6 +40,7 @@ NODES = (2, 8, 32, 128, 512, 1024)
 class Workload:
     """A model size and its data density."""
 
+    key: str
     name: str
     d: int
     k: int
@@ -49,10 +53,10 @@ class Workload:
 
 
 WORKLOADS = (
-    Workload("W1 (1M x 100, logistic)", 100, 1, 100, 1_000_000),
-    Workload("W3 (500k x 128, softmax 10)", 128, 10, 128 * 10 / 4, 500_000),
+    Workload("W1", "W1 (1M x 100, logistic)", 100, 1, 100, 1_000_000),
+    Workload("W3", "W3 (500k x 128, softmax 10)", 128, 10, 128 * 10 / 4, 500_000),
     # a sparse non-zero costs about three dense values (index load, gather, scatter)
-    Workload("W2 (500k x 2^18 sparse, dense exchange)", 2**18, 1, 60 * 3, 500_000),
+    Workload("W2", "W2 (500k x 2^18 sparse, dense exchange)", 2**18, 1, 60 * 3, 500_000),
 )
 
 
@@ -88,6 +92,56 @@ def allreduce_us(
     return inter_node_us(n_bytes, ranks_per_node, *shm) + inter_node_us(n_bytes, nodes, *net)
 
 
+# Which measured system each workload's compute is fitted to (the default mpi_sgd; on W2 the
+# dense exchange, the design the tables model).
+FIT_SYSTEMS = {"W1": "mpi_sgd", "W3": "mpi_sgd", "W2": "mpi_sgd --exchange dense"}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """``compute_us(b) = fixed_us + b * row_us`` fitted to measured steps."""
+
+    fixed_us: float
+    row_us: float
+    points: tuple[tuple[int, float, float], ...]  # (b, measured compute us, measured comm us)
+
+
+def fit_compute(raw: dict, workload: str) -> Fit | None:
+    """Fit ``t_fixed + b t_row`` to the workload's measured steps (median per batch size)."""
+    system = FIT_SYSTEMS[workload]
+    by_batch: dict[int, list[tuple[float, float]]] = {}
+    for r in raw.get("results", []):
+        if r["system"] != system or r["workload"] != workload or r.get("error"):
+            continue
+        steady = r["epochs"][1:] or r["epochs"]
+        for e in steady:
+            if e.get("allreduce_seconds") is None or not e.get("samples"):
+                continue
+            ranks = raw["info"].get("ranks", 2)
+            steps = math.ceil(e["samples"] / (ranks * r["batch"]))
+            compute = (e["train_seconds"] - e["allreduce_seconds"]) / steps * 1e6
+            by_batch.setdefault(r["batch"], []).append(
+                (compute, e["allreduce_seconds"] / steps * 1e6)
+            )
+    if len(by_batch) < 2:
+        return None
+    points = tuple(
+        (b, _median([c for c, _ in v]), _median([m for _, m in v]))
+        for b, v in sorted(by_batch.items())
+    )
+    xs, ys = [float(b) for b, _, _ in points], [c for _, c, _ in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return Fit(max(my - slope * mx, 0.0), slope, points)
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return (v[len(v) // 2] + v[(len(v) - 1) // 2]) / 2
+
+
 def load_constants(raw_path: str | None) -> tuple[dict[int, float], float, float]:
     """(Allreduce points, ns per streamed value, fixed us per step) from a benchmark run."""
     points, ns_value, fixed = (
@@ -107,8 +161,17 @@ def load_constants(raw_path: str | None) -> tuple[dict[int, float], float, float
     return points, ns_value, fixed
 
 
+def load_raw(raw_path: str | None) -> dict:
+    if raw_path and os.path.exists(raw_path):
+        with open(raw_path) as fh:
+            return json.load(fh)
+    return {}
+
+
 def render(args: argparse.Namespace) -> str:
     points, ns_value, fixed = load_constants(args.raw)
+    raw = load_raw(args.raw)
+    fits = {wl.key: fit_compute(raw, wl.key) for wl in WORKLOADS} if raw else {}
     a_shm, b_shm = fit_shared_memory(points)
     # The shared-memory fit includes mpi4py's per-call overhead; inside a node, an MPI library
     # reduces with its own shared-memory algorithm, so use the fitted bandwidth and 1 us latency.
@@ -133,18 +196,14 @@ def render(args: argparse.Namespace) -> str:
         "    T_step = t_fixed + b * t_row + T_allreduce(8 (P + 3) bytes)",
         "    efficiency = (t_fixed + b * t_row) / T_step",
         "",
-        "* `t_fixed` — Python and library overhead per step: about "
-        f"{fixed:.0f} us here (the bare loop's step at 256 rows minus its streaming time;"
-        " mpi_sgd adds 10–40 us, see docs/benchmarks.md).",
-        f"* `t_row` — streaming a row through `X @ w` and `X.T @ r`: {ns_value:.2f} ns per"
-        " stored value on one core here (W1: 100 values per row). Batches that fit in cache"
-        " are read once from memory, so this is an upper bound.",
+        "* `t_fixed` (Python and library overhead per step) and `t_row` (computing one row:"
+        " gathering it, `X @ w`, the loss, `X.T @ r`) are fitted per workload to the steps"
+        " measured here: a least-squares line through the compute time per step (epoch"
+        " training time minus its Allreduce time, over the steps) at each per-rank batch the"
+        " benchmark ran. See the check below.",
         "* `T_allreduce` — the cheaper of recursive doubling `log2(p) (a + n B)` and"
         " Rabenseifner's `2 log2(p) a + 2 (p-1)/p n B` (Thakur, Rabenseifner & Gropp, 2005),"
         " first among the R ranks of a node (shared memory), then across the N nodes.",
-        "* W3's rows count as 320 values (a 128-wide row times 10 outputs, at four values per"
-        " flop-heavy matrix pass), W2's as 180 (60 non-zeros at about three dense values each:"
-        " index load, gather, scatter).",
         "",
         "Fitted on this machine (2 ranks, shared memory, mpi4py 4.1.2 + MPICH 5.0.2): "
         f"`a = {a_shm:.1f} us` (mostly per-call overhead) and `B = {b_shm * 1e3:.3f} ns/byte`"
@@ -156,16 +215,22 @@ def render(args: argparse.Namespace) -> str:
         f" {args.bandwidth_gbs:g} GB/s per node; change them with the flags above.",
         "",
     ]
+    lines += _check_section(fits, (a_shm, b_shm))
+    fallback = {wl.key: Fit(fixed, wl.values_per_row * ns_value * 1e-3, ()) for wl in WORKLOADS}
     for wl in WORKLOADS:
         step_bytes = 8.0 * (wl.n_params + 3)
+        fit = fits.get(wl.key) or fallback[wl.key]
+        fixed, t_row = fit.fixed_us, fit.row_us
+        source = "fitted here" if fit.points else "built-in constants: no --raw"
         lines += [
             f"## {wl.name}: P = {wl.n_params:,} ({step_bytes / 1024:.1f} KiB per Allreduce)",
+            "",
+            f"`t_fixed = {fixed:.1f} us`, `t_row = {t_row * 1e3:.1f} ns` ({source}).",
             "",
             "| nodes | ranks | Allreduce | step at b = 256: efficiency | step at b = 4096:"
             " efficiency | b for 80 % efficiency | global batch then | steps per epoch |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        t_row = wl.values_per_row * ns_value * 1e-3  # us
         for N in NODES:
             ranks = N * R
             t_ar = allreduce_us(step_bytes, N, R, shm, net)
@@ -221,9 +286,46 @@ def render(args: argparse.Namespace) -> str:
         " ranks per node with more `--blas-threads`, or on few ranks the sparse exchange.",
         "* The model ignores load imbalance and stragglers: a step lasts as long as the slowest"
         " rank, so on shared or noisy nodes expect lower efficiency than shown.",
+        "* `t_row` was measured with 2 ranks sharing this machine's memory bandwidth; 32 ranks on"
+        " a node share theirs too, so scale `t_row` by the ratio of bandwidth per core (here vs"
+        " there) for a memory-bound workload like W1.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _check_section(fits: dict, shm_fit: tuple[float, float]) -> list[str]:
+    """The model against the steps measured here (2 ranks in one node, shared memory)."""
+    rows = []
+    for key, fit in fits.items():
+        if fit is None:
+            continue
+        wl = next(w for w in WORKLOADS if w.key == key)
+        for b, compute, comm in fit.points:
+            model_compute = fit.fixed_us + b * fit.row_us
+            model_comm = inter_node_us(8.0 * (wl.n_params + 3), 2, *shm_fit)
+            measured, model = compute + comm, model_compute + model_comm
+            rows.append(
+                f"| {key} | {b:,} | {compute:,.0f} | {model_compute:,.0f} | {comm:,.0f} |"
+                f" {model_comm:,.0f} | {measured:,.0f} | {model:,.0f} |"
+                f" {model / measured - 1:+.0%} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## The model against this machine",
+        "",
+        "Per step, microseconds; measured: medians over the benchmark's steady epochs (`mpi_sgd`;"
+        " on W2 `mpi_sgd --exchange dense`); model: the fitted compute line and the fitted"
+        " shared-memory Allreduce for 2 ranks. The measured Allreduce includes waiting for the"
+        " slower rank, which the model leaves out.",
+        "",
+        "| workload | rows per rank | compute, measured | compute, model | Allreduce, measured |"
+        " Allreduce, model | step, measured | step, model | model error |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def main() -> None:

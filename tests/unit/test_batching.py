@@ -138,9 +138,9 @@ def test_chunk_boundaries_move_between_epochs():
 
 
 def test_auto_chunk_rows():
-    assert auto_chunk_rows(100, 4096) == 20  # 16 KiB of float64 features
+    assert auto_chunk_rows(100, 4096) == 40  # 32 KiB of float64 features
     assert auto_chunk_rows(100, 256) == 16  # at least 16 chunks per rank's batch
-    assert auto_chunk_rows(128, 4096) == 16
+    assert auto_chunk_rows(128, 4096) == 32
     assert auto_chunk_rows(2**18, 4096) == 1  # wide (sparse) rows: single rows
     assert auto_chunk_rows(10, 8) == 1
     assert auto_chunk_rows(32, 256, itemsize=4) == 16
