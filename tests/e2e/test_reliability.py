@@ -428,8 +428,18 @@ def _start(n: int, args: list[str], tag: str, extra_env: dict[str, str] | None =
 
 
 def _rank_pids(tag: str) -> list[int]:
+    """The ranks' pids: the Python processes (not the launcher) whose command line has ``tag``."""
     out = subprocess.run(["pgrep", "-f", f"mpi_sgd.train.*{tag}"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    pids = []
+    for pid in map(int, out.stdout.split()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                program = os.path.basename(fh.read().split(b"\0")[0].decode())
+        except OSError:
+            continue
+        if program.startswith("python"):
+            pids.append(pid)
+    return pids
 
 
 def _wait_for(predicate, timeout: float) -> bool:
@@ -555,7 +565,10 @@ def test_a_stop_signal_to_a_stalled_job_aborts_it_after_the_grace(tmp_path):
         assert _wait_for(lambda: metrics.exists() and metrics.stat().st_size > 0, 60)
         time.sleep(0.5)
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        # to every rank, as a scheduler does (Open MPI's mpiexec, signalled itself, would end
+        # the job on its own)
+        for pid in _rank_pids(tag):
+            os.kill(pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         elapsed = time.monotonic() - t0
     finally:
