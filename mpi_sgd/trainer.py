@@ -197,6 +197,7 @@ class Trainer:
         self._exchanged = False  # whether the current step's exchange has happened
         self._sum_buf = comm.inplace_sum_for(self._buf)
         self._prox_scratch = np.zeros(model.n_penalised)
+        self._l1_threshold = np.zeros(model.n_penalised if config.l1 else 0)
         self._params_pen = model.params[: model.n_penalised]  # views, made once
         self._grad_pen = self._grad[: model.n_penalised]
         self._allreduce_seconds = 0.0
@@ -291,10 +292,12 @@ class Trainer:
             self._grad_pen += self._prox_scratch
         step_size = self.optimizer.step(model.params, grad, lr)
         if c.l1:
-            n_pen = model.n_penalised
-            threshold = c.l1 * (
-                step_size[:n_pen] if isinstance(step_size, np.ndarray) else step_size
-            )
+            threshold: float | np.ndarray
+            if isinstance(step_size, np.ndarray):  # per coordinate (AdaGrad, Adam): no new array
+                n_pen = model.n_penalised
+                threshold = np.multiply(step_size[:n_pen], c.l1, out=self._l1_threshold)
+            else:
+                threshold = c.l1 * step_size
             soft_threshold_(self._params_pen, threshold, self._prox_scratch)
         return (loss_sum if with_loss else math.nan), count
 
