@@ -40,6 +40,7 @@ SAME_SAMPLING = {
     MPI_SGD_LOCAL: BARE,
     MPI_SGD_BLOCKS: BARE_BLOCKS,
     "mpi_sgd --shuffle chunks": BARE_CHUNKS,
+    "mpi_sgd --dtype float32": BARE_CHUNKS,  # the default sampling, in float32
 }
 
 
