@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from mpi_sgd.errors import CheckpointError
-from mpi_sgd.export import atomic_write_bytes, npz_bytes
+from mpi_sgd.export import TEMP_PREFIX, atomic_write_bytes, npz_bytes
 
 
 class CorruptCheckpoint(CheckpointError):
@@ -47,7 +47,6 @@ FORMAT = "mpi_sgd.checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{10})\.json$")
 _ARRAYS = re.compile(r"^ckpt-(\d{10})(-[0-9a-f]+)?\.npz$")
-TEMP_PREFIX = ".tmp-"  # what atomic_write_bytes names its temporary files
 
 # Fields of the configuration that may change between a run and its resumption: they do not
 # change what was computed so far (more epochs extend training).

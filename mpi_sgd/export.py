@@ -23,6 +23,7 @@ from mpi_sgd.errors import CheckpointError
 from mpi_sgd.metrics import json_safe
 
 FORMAT_VERSION = 1
+TEMP_PREFIX = ".tmp-"  # the names of atomic_write_bytes's temporary files start with this
 MODEL_KIND = "mpi_sgd.LinearModel"
 # The loss each --model minimises, by scikit-learn's name for it.
 LOSS_OF_MODEL = {
@@ -37,7 +38,7 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
     """Write ``payload`` to ``path`` atomically: temp file in the same directory, fsync, rename,
     fsync of the directory. A crash leaves either the old file or the new one, never a mix."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp creates the file 0600; give it the usual 0666 & ~umask, as open() would

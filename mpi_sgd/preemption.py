@@ -79,7 +79,7 @@ class StopRequest:
             self._previous[sig] = signal.signal(sig, self._handle)
         if self._stop_after is not None:
             self._deadline = time.monotonic() + self._stop_after
-        if self._abort is not None:
+        if self._abort is not None and self._grace > 0:
             read_fd, write_fd = os.pipe()
             os.set_blocking(write_fd, False)  # the C handler must never block
             self._pipe = (read_fd, write_fd)
@@ -105,33 +105,23 @@ class StopRequest:
         """Thread: wake on each signal at the C level, even while the main thread is in MPI."""
         assert self._pipe is not None and self._abort is not None
         read_fd = self._pipe[0]
-        first: str | None = None
-        while True:
+        stops = {int(s) for s in STOP_SIGNALS}
+        name = None
+        while name is None:
             try:
                 data = os.read(read_fd, 64)
             except OSError:
                 data = b""
-            if not data:
+            if not data:  # uninstalled
                 os.close(read_fd)
                 return
-            names = [signal.Signals(b).name for b in data if b in {int(s) for s in STOP_SIGNALS}]
-            if not names:
-                continue
-            if first is not None:
-                # Not "abort on a second signal": one stop often arrives twice (the launcher
-                # forwards it and the scheduler or `timeout` signals the process group too).
-                continue
-            first = names[0]
-            self.reason = self.reason or first  # in case the main thread is stuck in a C call
-            if self._grace > 0:
-                threading.Thread(
-                    target=self._expire, args=(first,), name="mpi_sgd-grace", daemon=True
-                ).start()
-
-    def _expire(self, name: str) -> None:
+            name = next((signal.Signals(b).name for b in data if b in stops), None)
+        self.reason = self.reason or name  # in case the main thread is stuck in a C call
+        # Later copies of the signal are not read: one stop often arrives twice (the launcher
+        # forwards it, and the scheduler or `timeout` signals the process group too), so a
+        # second one is no reason to abort. (The pipe may fill; the C handler does not block.)
         if self._agreed.wait(self._grace):
             return
-        assert self._abort is not None
         self._abort(
             f"{name} received, but the ranks did not agree to stop within {self._grace:g}s "
             "(a rank is stalled or blocked); aborting without a new checkpoint (the newest one "

@@ -272,12 +272,10 @@ class Trainer:
         lr = self.schedule(t)
         pos.global_step += 1
         if count <= 0:
-            if count < 0:
-                self.comm.check_all(None)  # a peer failed in this step: raises its error
             # No rank had rows for this step: with --shuffle local/blocks/none each rank spreads
             # its rows over the epoch's steps, so a rank with fewer rows than steps leaves some
             # empty; only tiny data or a --batch-size near the rank count makes every rank do so.
-            return 0.0, 0.0
+            return self._no_rows(count)
         grad /= count
         # The summed loss turns non-finite whenever the scores do (features are checked finite
         # at load); on steps without the loss, the intercept's gradient (a sum of every row's
@@ -330,9 +328,7 @@ class Trainer:
         lr = self.schedule(t)
         pos.global_step += 1
         if count <= 0:  # no rank had rows for this step (see step), or a peer failed
-            if count < 0:
-                self.comm.check_all(None)
-            return 0.0, 0.0
+            return self._no_rows(count)
         # See step: the intercept's and the first coefficient's gradients turn non-finite with
         # the scores.
         if not math.isfinite(loss_sum if with_loss else grad.item(0) + last):
@@ -371,9 +367,7 @@ class Trainer:
         lr = self.schedule(t)
         pos.global_step += 1
         if count <= 0:
-            if count < 0:
-                self.comm.check_all(None)
-            return 0.0, 0.0
+            return self._no_rows(count)
         grad /= count
         gint /= count
         if not (np.isfinite(loss_sum) and np.isfinite(grad.sum()) and np.isfinite(gint.sum())):
@@ -417,6 +411,13 @@ class Trainer:
         self._avg_rows = 0.0
         self._window[:] = 0.0
         self._window_start = pos.global_step
+
+    def _no_rows(self, count: float) -> tuple[float, float]:
+        """A step whose summed row count is 0 (no rank had rows: no update), or negative (a
+        peer failed in it and sent :data:`FAILED_STEP`: raise its error here too)."""
+        if count < 0:
+            self.comm.check_all(None)
+        return 0.0, 0.0
 
     def _fail_together(self, exc: Exception) -> None:
         """A step raised on this rank: report it to the peers through the step's own exchange

@@ -84,12 +84,7 @@ def summarise(
         return row
     times = [e["train_seconds"] for r in ok for e in _steady(r)]
     row["epoch"] = fmt_range(times)
-    base = {b.rep: epoch_median(b) for b in baseline if b.error is None and b.epochs}
-    ratios = [
-        epoch_median(r) / base[r.rep]  # type: ignore[operator]
-        for r in ok
-        if base.get(r.rep)
-    ]
+    ratios = paired_ratios(ok, baseline)
     row["ratio"] = "1" if system == baseline_name else fmt_range(ratios, 3, "×")
     samples = ok[0].epochs[-1].get("samples") or 0
     row["samples_per_s"] = f"{samples / statistics.median(times):,.0f}" if samples else "–"
