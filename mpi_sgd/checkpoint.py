@@ -15,7 +15,11 @@ A checkpoint of global step ``s`` is two files in the checkpoint directory:
 Both files are written atomically (temporary file, flush, fsync, rename, fsync of the
 directory), the ``.npz`` first: a manifest exists only for a complete array file, and a crash
 or ``kill -9`` at any moment leaves every earlier checkpoint intact (also when the same step is
-written again, as after a stop at an epoch's last step). Loading verifies the checksum;
+written again, as after a stop at an epoch's last step). Loading trusts the directory with
+numbers only: the manifest's ``arrays`` must be a plain file name of the writer's form (never a
+path out of the directory, never a symbolic link), every field is checked for type, range and
+name before use, the checksum is verified and the arrays are checked against the manifest
+(names, float64, shapes, finite values); a checkpoint that fails any of this is corrupt, and
 ``--resume`` takes the newest checkpoint that verifies. The position plus the seed determine
 the data order (the permutations are drawn from ``(seed, epoch[, rank])``), so nothing else
 needs saving for an exact continuation.
@@ -24,8 +28,8 @@ needs saving for an exact continuation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import io
 import json
 import os
 import re
@@ -35,18 +39,41 @@ from typing import Any
 import numpy as np
 
 from mpi_sgd.errors import CheckpointError
-from mpi_sgd.export import TEMP_PREFIX, atomic_write_bytes, npz_bytes
+from mpi_sgd.export import (
+    LOSS_OF_MODEL,
+    MAX_JSON_BYTES,
+    MAX_NPZ_MEMBERS,
+    NPY_HEADER_BYTES,
+    TEMP_PREFIX,
+    FieldReader,
+    atomic_write_bytes,
+    check_array,
+    check_model_shape,
+    load_npz,
+    npz_bytes,
+    parse_json_object,
+    read_regular_file,
+)
 
 
 class CorruptCheckpoint(CheckpointError):
-    """A checkpoint whose files are missing, unreadable or fail the checksum (a crash while it
-    was written, or damage since): ``--resume`` skips it for an older one."""
+    """A checkpoint whose files are missing, unreadable, invalid (a field of the wrong type or
+    range, an array file outside the directory, arrays that do not match the manifest) or fail
+    the checksum (a crash while it was written, damage or tampering since): ``--resume`` skips
+    it for an older one."""
 
 
 FORMAT = "mpi_sgd.checkpoint"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^ckpt-(\d{10})\.json$")
-_ARRAYS = re.compile(r"^ckpt-(\d{10})(-[0-9a-f]+)?\.npz$")
+# The names the writer uses (ASCII digits only; fullmatch, so no trailing newline either).
+_NAME = re.compile(r"ckpt-([0-9]{10})\.json", re.ASCII)
+_ARRAYS = re.compile(r"ckpt-([0-9]{10})(-[0-9a-f]+)?\.npz", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_STATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+# The manifest's top-level fields: written by save_checkpoint, then the ``info`` of the run.
+_MANIFEST_FIELDS = ("format", "format_version", "sha256", "arrays", "position")
+_INFO_FIELDS = ("model", "n_params", "config", "data")
+_OPTIONAL_INFO_FIELDS = ("mpi_sgd_version", "n_ranks")
 
 # Fields of the configuration that may change between a run and its resumption: they do not
 # change what was computed so far (more epochs extend training).
@@ -97,7 +124,7 @@ def list_checkpoints(directory: str) -> list[int]:
         raise CheckpointError(
             f"cannot list --checkpoint-dir {directory!r}: {exc.strerror}"
         ) from exc
-    steps = [int(m.group(1)) for m in map(_NAME.match, names) if m]
+    steps = [int(m.group(1)) for m in map(_NAME.fullmatch, names) if m]
     return sorted(steps, reverse=True)
 
 
@@ -144,10 +171,16 @@ def save_checkpoint(
         "position": position.__dict__,
         **info,
     }
+    text = json.dumps(manifest, indent=1) + "\n"
+    try:  # what load_checkpoint would refuse is a bug here: never write it
+        n_params = _check_manifest(json.loads(text), json_path, step)[2]
+        _check_arrays(arrays, n_params, npz_path)
+    except CorruptCheckpoint as exc:
+        raise ValueError(f"refusing to write a checkpoint that would not load: {exc}") from exc
     try:
         os.makedirs(directory, exist_ok=True)
         atomic_write_bytes(npz_path, payload)
-        atomic_write_bytes(json_path, (json.dumps(manifest, indent=1) + "\n").encode())
+        atomic_write_bytes(json_path, text.encode())
         _prune(directory, step, os.path.basename(npz_path), keep)
     except OSError as exc:
         raise CheckpointError(
@@ -167,7 +200,7 @@ def _prune(directory: str, step: int, arrays_name: str, keep: int) -> None:
             with contextlib.suppress(FileNotFoundError):  # the manifest first: then it is gone
                 os.unlink(manifest_path(directory, old))
     for name in os.listdir(directory):
-        m = _ARRAYS.match(name)
+        m = _ARRAYS.fullmatch(name)
         if m is None:
             continue
         owner = int(m.group(1))
@@ -193,45 +226,172 @@ def remove_stale_temporaries(directory: str) -> list[str]:
 def load_checkpoint(json_path: str) -> Checkpoint:
     """Load and verify one checkpoint from its manifest path.
 
+    Nothing the manifest says is used before it is checked: the array file must be a plain
+    file name inside the manifest's directory, of the form the writer uses, and every field
+    must have its type, range and known name (see :func:`_check_manifest`); the arrays are read
+    without pickle and must match the manifest (names, dtypes, shapes, finite values).
+
     Raises
     ------
+    CorruptCheckpoint
+        Unreadable or invalid files (the message names the file, the field and the value), or a
+        checksum that does not match: :func:`find_latest` skips it for an older checkpoint.
     CheckpointError
-        Unreadable files, another format or version, or a checksum that does not match.
+        Another format or version.
     """
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CorruptCheckpoint(f"cannot read checkpoint manifest {json_path!r}: {exc}") from exc
+    name = _NAME.fullmatch(os.path.basename(json_path))
+    if name is None:
+        raise CorruptCheckpoint(
+            f"{json_path!r} is not a checkpoint manifest: its name is not ckpt-<10 digits>.json"
+        )
+    payload = read_regular_file(json_path, MAX_JSON_BYTES, CorruptCheckpoint)
+    manifest = parse_json_object(payload, json_path, CorruptCheckpoint)
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{json_path!r} is format {manifest.get('format')!r} version "
             f"{manifest.get('format_version')!r}; this mpi_sgd reads {FORMAT!r} "
             f"version {FORMAT_VERSION}"
         )
-    npz_path = os.path.join(os.path.dirname(json_path), manifest.get("arrays", ""))
-    try:
-        with open(npz_path, "rb") as f:
-            payload = f.read()
-    except OSError as exc:
-        raise CorruptCheckpoint(
-            f"cannot read checkpoint arrays {npz_path!r}: {exc.strerror}"
-        ) from exc
-    if hashlib.sha256(payload).hexdigest() != manifest.get("sha256"):
+    position, arrays_name, n_params = _check_manifest(manifest, json_path, int(name.group(1)))
+    npz_path = os.path.join(os.path.dirname(json_path), arrays_name)
+    max_bytes = 8 * n_params + NPY_HEADER_BYTES
+    payload = read_regular_file(npz_path, MAX_NPZ_MEMBERS * (max_bytes + 1024), CorruptCheckpoint)
+    if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
         raise CorruptCheckpoint(f"checkpoint {npz_path!r} is corrupt: its SHA-256 does not match")
-    try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise CorruptCheckpoint(f"checkpoint {npz_path!r} is unreadable: {exc}") from exc
-    if "params" not in arrays:
-        raise CheckpointError(f"checkpoint {npz_path!r} holds no parameters")
-    opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-    try:
-        position = TrainingPosition(**manifest["position"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{json_path!r}: bad training position ({exc})") from exc
-    return Checkpoint(json_path, arrays["params"], opt, position, manifest)
+    arrays = load_npz(payload, npz_path, max_bytes, CorruptCheckpoint)
+    params, opt = _check_arrays(arrays, n_params, npz_path)
+    return Checkpoint(json_path, params, opt, position, manifest)
+
+
+def _check_manifest(
+    manifest: dict[str, Any], json_path: str, step: int
+) -> tuple[TrainingPosition, str, int]:
+    """Check every field of the manifest of global ``step`` read from ``json_path``.
+
+    Returns
+    -------
+    (TrainingPosition, str, int)
+        The position, the array file's name and the parameter count.
+
+    Raises
+    ------
+    CorruptCheckpoint
+        Naming the file, the field and the bad value.
+    """
+    f = FieldReader(manifest, json_path, error=CorruptCheckpoint)
+    f.keys([*_MANIFEST_FIELDS, *_INFO_FIELDS], _OPTIONAL_INFO_FIELDS)
+    f.string("format", [FORMAT])
+    if f.integer("format_version") != FORMAT_VERSION:  # (true and 1.0 compare equal to 1)
+        raise f.fail("format_version", manifest["format_version"], f"expected {FORMAT_VERSION}")
+    sha = f.string("sha256")
+    if not _SHA256.fullmatch(sha):
+        raise f.fail("sha256", sha, "expected 64 lowercase hexadecimal digits")
+    arrays_name = _check_arrays_name(f, step, sha)
+
+    p = f.object("position")
+    p.keys([fld.name for fld in dataclasses.fields(TrainingPosition)])
+    position = TrainingPosition(
+        global_step=p.integer("global_step"),
+        epochs_done=p.integer("epochs_done"),
+        step_in_epoch=p.integer("step_in_epoch"),
+        epoch_loss_sum=p.number("epoch_loss_sum", minimum=0.0),
+        epoch_count=p.number("epoch_count", minimum=0.0),
+        epoch_loss_count=p.number("epoch_loss_count", minimum=0.0),
+        coef_scale=p.number("coef_scale", positive=True),
+    )
+    if position.global_step != step:
+        raise p.fail(
+            "position.global_step",
+            position.global_step,
+            f"the manifest's name {os.path.basename(json_path)!r} is for step {step}",
+        )
+    if position.epoch_loss_count > position.epoch_count:
+        raise p.fail(
+            "position.epoch_loss_count",
+            position.epoch_loss_count,
+            f"more rows than position.epoch_count ({position.epoch_count!r})",
+        )
+
+    m = f.object("model")
+    m.keys(["kind", "n_features", "n_outputs", "classes"])
+    kind = m.string("kind", LOSS_OF_MODEL)
+    n_features, n_outputs = m.integer("n_features", 1), m.integer("n_outputs", 1)
+    classes = m.numbers("classes")
+    check_model_shape(
+        kind, n_features, n_outputs, classes, lambda k, v, why: m.fail(m.name(k), v, why)
+    )
+    n_params = f.integer("n_params", 1)
+    if n_params != n_outputs * (n_features + 1):
+        raise f.fail(
+            "n_params",
+            n_params,
+            f"model.n_outputs * (model.n_features + 1) is {n_outputs * (n_features + 1)}",
+        )
+    f.scalars("config")
+    d = f.object("data")
+    d.keys(["train", "test", "n_train"])
+    d.string("train")
+    d.optional_string("test")
+    d.integer("n_train", 1)
+    if "mpi_sgd_version" in manifest:
+        f.string("mpi_sgd_version")
+    if "n_ranks" in manifest:
+        f.integer("n_ranks", 1)
+    return position, arrays_name, n_params
+
+
+def _check_arrays_name(f: FieldReader, step: int, sha: str) -> str:
+    """The manifest's ``arrays``: a plain file name of the checkpoint of ``step``, hash ``sha``."""
+    name = f.string("arrays")
+    seps = {"/", "\\", os.sep, os.altsep} - {None}
+    if (
+        not name
+        or "\0" in name
+        or any(sep in name for sep in seps)
+        or ".." in name
+        or os.path.isabs(name)
+        or os.path.basename(name) != name
+    ):
+        raise f.fail(
+            "arrays",
+            name,
+            "must be a plain file name inside the checkpoint directory (no path separator, "
+            "'..', NUL or absolute path)",
+        )
+    m = _ARRAYS.fullmatch(name)
+    if m is None:
+        raise f.fail("arrays", name, "expected ckpt-<10-digit step>-<12 hex digits>.npz")
+    if int(m.group(1)) != step:
+        raise f.fail("arrays", name, f"names step {int(m.group(1))}, the manifest's is {step}")
+    if m.group(2) is not None and m.group(2) != f"-{sha[:12]}":
+        raise f.fail("arrays", name, f"its hash is not the start of sha256 {sha!r}")
+    return name
+
+
+def _check_arrays(
+    arrays: dict[str, np.ndarray], n_params: int, npz_path: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``params`` and the optimiser state from a checkpoint's arrays, checked.
+
+    ``params`` and every ``opt.<name>`` are finite float64 of shape (n_params,); ``opt.t`` (the
+    optimiser's step count) is an integer >= 0. Raises :class:`CorruptCheckpoint`.
+    """
+    for key in arrays:
+        if key != "params" and not (key.startswith("opt.") and _STATE_NAME.fullmatch(key[4:])):
+            raise CorruptCheckpoint(
+                f"{npz_path!r}: unknown array {key!r}; expected 'params', 'opt.t' and "
+                "'opt.<name>' arrays"
+            )
+    kw: dict[str, Any] = {"path": npz_path, "error": CorruptCheckpoint}
+    params = check_array(arrays, "params", shape=(n_params,), **kw)
+    steps = check_array(arrays, "opt.t", shape=(), kinds="iu", **kw)
+    if steps < 0:
+        raise CorruptCheckpoint(f"{npz_path!r}: array 'opt.t' is {int(steps)}: must be >= 0")
+    opt = {"t": steps}
+    for key in arrays:
+        if key.startswith("opt.") and key != "opt.t":
+            opt[key[4:]] = check_array(arrays, key, shape=(n_params,), **kw)
+    return params, opt
 
 
 def find_latest(directory: str) -> tuple[Checkpoint | None, list[str]]:

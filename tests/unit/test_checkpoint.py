@@ -31,7 +31,7 @@ INFO = {
 
 def save(directory, step: int, value: float, keep: int = 3, epochs_done: int = 0) -> str:
     position = TrainingPosition(global_step=step, epochs_done=epochs_done)
-    params = np.full(3, value)
+    params = np.full(3, float(value))
     return save_checkpoint(str(directory), params, {"t": np.array(step)}, position, INFO, keep)
 
 
