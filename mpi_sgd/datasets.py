@@ -58,6 +58,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 import numpy as np
 import scipy.sparse as sp
 
+from mpi_sgd.data.dataset import FORMATS as INPUT_FORMATS
 from mpi_sgd.data.dataset import TEXT_SUFFIXES, single_kind
 from mpi_sgd.data.partition import block_range
 from mpi_sgd.data.synthetic import BLOCK_ROWS, KINDS, SyntheticSpec, generate_rows
@@ -602,28 +603,35 @@ def make_workload(name: str, out: str, scale: float = 1.0, fmt: str | None = Non
 
 
 # ---------------------------------------------------------------------------------- sharding
-def detect_format(path: str) -> str:
+def detect_format(path: str, fmt: str = "auto") -> str:
     """The format of a data set on disk: ``npy``, ``csr``, ``libsvm`` or ``csv``.
+
+    The trainer's own rule (:func:`mpi_sgd.data.dataset.single_kind`): ``fmt`` when it is not
+    ``auto``; else the directory's content, a file's suffix when it decides
+    (``.svm``/``.libsvm``/``.svmlight``, ``.csv``), or the file's first data line.
 
     Raises
     ------
     ConfigError
-        When ``path`` does not exist or is none of these.
+        When ``path`` does not exist or is none of these (or not ``fmt``).
     """
     if not os.path.exists(path):
         raise ConfigError(f"input {path!r} does not exist")
-    fmt = single_kind(path)  # the trainer's own rule
-    if fmt is None and os.path.isdir(path):
+    try:
+        found = single_kind(path, fmt)
+    except MpiSgdError as exc:
+        raise ConfigError(f"unknown input format: {exc}") from None
+    if found is None and os.path.isdir(path):
         raise ConfigError(
             f"unknown input format: directory {path!r} holds neither X.npy (npy) nor "
             "X_indptr.npy (csr)"
         )
-    if fmt is None:
+    if found is None:
         raise ConfigError(
-            f"unknown input format of {path!r}: expected an npy or CSR directory or a file "
-            f"ending in {', '.join(sorted(TEXT_SUFFIXES))}"
+            f"unknown input format of {path!r}: it holds no data line; pass --format libsvm or "
+            "--format csv"
         )
-    return fmt
+    return found
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -748,7 +756,7 @@ def _shard_text(path: str, fmt: str, n_shards: int, out: str, ext: str) -> list[
     return written
 
 
-_PART_RE = re.compile(r"^part-\d{5,}(\.(svm|libsvm|svmlight|csv))?$")
+_PART_RE = re.compile(r"^part-\d{5,}(\.(svm|libsvm|svmlight|csv))?$")  # the names this tool writes
 
 
 def _part_names(out: str, n_shards: int, ext: str) -> list[str]:
@@ -756,23 +764,28 @@ def _part_names(out: str, n_shards: int, ext: str) -> list[str]:
     return [os.path.join(out, f"part-{k:0{width}d}{ext}") for k in range(n_shards)]
 
 
-def shard_dataset(path: str, n_shards: int, out: str) -> list[str]:
+def shard_dataset(path: str, n_shards: int, out: str, fmt: str = "auto") -> list[str]:
     """Split the data set at ``path`` into ``n_shards`` shards of consecutive rows under ``out``.
 
     Shard ``k`` holds rows :func:`block_range(n, k, n_shards) <mpi_sgd.data.partition.block_range>`
     in the input's format: ``out/part-00000/``, ... directories for npy/CSR (dtypes kept),
     ``out/part-00000.svm``, ... files for text (lines copied byte for byte; a CSV header is
-    repeated in every shard). Shards beyond the row count are valid and empty.
+    repeated in every shard). Text shards keep the input's suffix when it names the format
+    (``.svm``, ``.libsvm``, ``.svmlight``, ``.csv``) and get ``.svm`` or ``.csv`` otherwise
+    (``a9a``, ``a9a.t``, ``data.txt``), so that the shards' format is plain from their names.
+    Shards beyond the row count are valid and empty.
 
     Parameters
     ----------
     path : str
-        An npy or CSR directory, or a ``.svm``/``.libsvm``/``.svmlight``/``.csv`` file.
+        An npy or CSR directory, or a LIBSVM or CSV file (see :func:`detect_format`).
     n_shards : int
         Number of shards, at least 1.
     out : str
         Output directory; it must hold nothing but shards (the loader reads every entry of a shard
         directory). Shards already there are replaced and stale ones removed.
+    fmt : str, default "auto"
+        The input's format (one of ``auto``, ``npy``, ``csr``, ``libsvm``, ``csv``).
 
     Returns
     -------
@@ -782,7 +795,9 @@ def shard_dataset(path: str, n_shards: int, out: str) -> list[str]:
     if n_shards < 1:
         raise ConfigError(f"--shards must be at least 1, got {n_shards}")
     path = os.path.normpath(path)
-    fmt = detect_format(path)
+    if fmt not in INPUT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(INPUT_FORMATS)}, got {fmt!r}")
+    fmt = detect_format(path, fmt)
     _prepare_out_dir(out)
     real_in, real_out = os.path.realpath(path), os.path.realpath(out)
     if os.path.commonpath([real_in, real_out]) in (real_in, real_out):
@@ -790,6 +805,8 @@ def shard_dataset(path: str, n_shards: int, out: str) -> list[str]:
 
     is_dir = fmt in ("npy", "csr")
     ext = "" if is_dir else os.path.splitext(path)[1]
+    if not is_dir and TEXT_SUFFIXES.get(ext.lower()) != fmt:
+        ext = TEXT_EXTENSIONS[fmt]
     parts = _part_names(out, n_shards, ext)
     wanted = {os.path.basename(p) for p in parts}
     stale = []
@@ -945,7 +962,15 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "input",
         metavar="INPUT",
-        help="an npy or CSR directory, or a .svm/.libsvm/.svmlight/.csv file",
+        help="an npy or CSR directory, or a LIBSVM or CSV file (any name: a9a, data.txt, ...)",
+    )
+    shard.add_argument(
+        "--format",
+        dest="input_format",
+        choices=INPUT_FORMATS,
+        default="auto",
+        help="format of INPUT; auto: by directory content, then by the suffix when it names a "
+        "format (.svm/.libsvm/.svmlight, .csv), else by the first data line (default auto)",
     )
     shard.add_argument(
         "--shards", required=True, type=_int_at_least(1), metavar="K", help="number of shards"
@@ -1007,7 +1032,7 @@ def _run_make(args: argparse.Namespace) -> list[str]:
 
 
 def _run_shard(args: argparse.Namespace) -> list[str]:
-    return shard_dataset(args.input, args.shards, args.out)
+    return shard_dataset(args.input, args.shards, args.out, args.input_format)
 
 
 def _run_workload(args: argparse.Namespace) -> list[str]:

@@ -16,6 +16,18 @@ from mpi_sgd.losses import Loss
 MAX_CLASSES = 10_000
 
 
+def plain_number(value: float) -> str:
+    """A label as a person writes it: ``-0.5``, ``3``, ``0.30000000000000004`` (never
+    ``np.float64(-0.5)``, and integral values without ``.0``)."""
+    x = float(value)
+    return str(int(x)) if x.is_integer() and abs(x) < 2**53 else repr(x)
+
+
+def _plain_list(values: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(plain_number(c) for c in values[:limit])
+    return f"[{shown}{', ...' if values.size > limit else ''}]"
+
+
 def _local_classes(y: np.ndarray, loss: Loss, source: str) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise DataError(f"{source}: labels contain non-finite values (nan or inf)")
@@ -24,12 +36,15 @@ def _local_classes(y: np.ndarray, loss: Loss, source: str) -> np.ndarray:
     if y.size and not np.all(np.equal(np.mod(y, 1.0), 0.0)):
         bad = y[np.mod(y, 1.0) != 0][0]
         raise DataError(
-            f"{source}: --model {loss.name} needs integer class labels, found {bad!r}; "
-            "use --model squared for real-valued targets"
+            f"{source}: --model {loss.name} needs integer class labels, found "
+            f"{plain_number(bad)}; use --model squared for real-valued targets"
         )
     classes = np.unique(y)
     if classes.size > MAX_CLASSES:
-        raise DataError(f"{source}: more than {MAX_CLASSES} distinct labels; is this regression?")
+        raise DataError(
+            f"{source}: more than {MAX_CLASSES} distinct labels; if these are regression "
+            "targets, use --model squared"
+        )
     return classes
 
 
@@ -51,19 +66,19 @@ def agree_classes(y_train: np.ndarray, loss: Loss, comm: Communicator, source: s
     if not loss.is_classifier:
         return classes
     if loss.n_outputs(2) == 1 and classes.size != 2:
-        found = ", ".join(f"{c:g}" for c in classes[:10])
+        found = _plain_list(classes)
         if classes.size < 2:
             raise everywhere(
                 DataError(
                     f"{source}: --model {loss.name} is binary and needs two classes in the "
-                    f"training labels, found only [{found}] (the other class is missing entirely)"
+                    f"training labels, found only {found} (the other class is missing entirely)"
                 )
             )
         raise everywhere(
             DataError(
                 f"{source}: --model {loss.name} is binary but the training labels have "
-                f"{classes.size} classes [{found}{', ...' if classes.size > 10 else ''}]; "
-                "use --model softmax for more than two classes"
+                f"{classes.size} classes {found}; use --model softmax for more than two "
+                "classes, or --model squared if these are regression targets"
             )
         )
     if classes.size < 2:
@@ -85,7 +100,7 @@ def encode_labels(y: np.ndarray, classes: np.ndarray, loss: Loss, source: str) -
     if np.any(unknown):
         bad = y[unknown][0]
         raise DataError(
-            f"{source}: label {bad:g} is not one of the training classes "
-            f"{[float(c) for c in classes]}"
+            f"{source}: label {plain_number(bad)} is not one of the training classes "
+            f"{_plain_list(classes)}"
         )
     return loss.encode(index_c)

@@ -6,19 +6,24 @@ A data ``PATH`` is one of
 * a directory holding ``X.npy`` and ``y.npy`` (dense; memory-mapped, a rank touches its rows only);
 * a directory holding ``X_data.npy``, ``X_indices.npy``, ``X_indptr.npy``, ``X_shape.npy`` and
   ``y.npy`` (CSR; a rank reads its slice of ``indptr`` and then only its non-zeros);
-* a LIBSVM/svmlight file (``.svm``, ``.libsvm``, ``.svmlight``) or a CSV file (``.csv``), where
-  each rank parses only its byte range, split at line boundaries;
+* a LIBSVM/svmlight file or a CSV file, where each rank parses only its byte range, split at
+  line boundaries. The format is ``ReadOptions.fmt`` when given, else the suffix when it decides
+  (``.svm``, ``.libsvm``, ``.svmlight``; ``.csv``), else the file's first data line
+  (:mod:`mpi_sgd.data.sniff`: every rank reads the same first bytes, so all agree);
 * a directory of shards, or a glob, of one of the formats above, assigned to ranks whole.
 
 Loading is two-phase. First every rank reads its own rows with no communication, inside a
 collective section so that one rank's failure is reported on all. Then the ranks combine small
-facts collectively (row counts, feature count, global row ids).
+facts collectively (row counts, feature count, LIBSVM index base, global row ids) and check that
+a model of the agreed width can fit in memory (:mod:`mpi_sgd.data.sizes`) before anything of that
+width is allocated.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -26,13 +31,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpi_sgd.comm import Communicator
-from mpi_sgd.data import synthetic
+from mpi_sgd.data import sizes, synthetic
 from mpi_sgd.data.partition import RowOwnership, block_range, partition_rows
-from mpi_sgd.data.text import read_text_rows
+from mpi_sgd.data.sniff import sniff_text_format
+from mpi_sgd.data.text import line_number, read_text_rows
 from mpi_sgd.errors import ConfigError, DataError, everywhere
 
 TEXT_SUFFIXES = {".svm": "libsvm", ".libsvm": "libsvm", ".svmlight": "libsvm", ".csv": "csv"}
 CSR_FILES = ("X_data.npy", "X_indices.npy", "X_indptr.npy", "X_shape.npy")
+FORMATS = ("auto", "npy", "csr", "libsvm", "csv")
+"""Values of ``ReadOptions.fmt`` (``--format``, ``--test-format``)."""
+DIR_FORMATS = ("npy", "csr")
 
 
 @dataclass
@@ -52,10 +61,27 @@ class ReadOptions:
     split : str
         ``train`` or ``test``: which split of a ``synthetic:`` source to read.
     index_base : int or None
-        LIBSVM column indices start at this (0 or 1); None detects it (one-based unless some row
-        uses index 0). Pass the training set's value when reading its test set.
+        LIBSVM column indices start at this (0 or 1); None detects it: zero-based when some row
+        uses index 0, one-based when the highest index equals ``n_features``, else one-based
+        with a warning (the file cannot tell). Pass the training set's value when reading its
+        test set.
     width_source : str
         Where ``n_features`` came from, for messages (``--n-features``, or the training data).
+    index_base_source : str
+        Where a given ``index_base`` came from, for messages: a flag (``--libsvm-index-base``),
+        or another data set (``"the training data PATH (why)"``: then a file that shows the
+        other base is an error naming both).
+    fmt : str
+        One of :data:`FORMATS`: ``auto`` (default) tells the format by directory content, file
+        suffix, or the first data line; the others force it.
+    fmt_flag : str
+        The option that sets ``fmt``, for messages (``--format`` or ``--test-format``).
+    warn : callable or None
+        Called once, on rank 0 only, with each warning about the data (such as a guessed index
+        base); None drops them (the facts stay on the :class:`Dataset`).
+    memory_bytes : int or None
+        Bytes a rank may use for the model, for the size check; None: the smallest physical
+        memory over the ranks; 0 disables the check.
     """
 
     partition: str = "contiguous"
@@ -65,6 +91,11 @@ class ReadOptions:
     split: str = "train"
     index_base: int | None = None
     width_source: str = "--n-features"
+    index_base_source: str = "--libsvm-index-base"
+    fmt: str = "auto"
+    fmt_flag: str = "--format"
+    warn: Callable[[str], object] | None = None
+    memory_bytes: int | None = None
 
 
 @dataclass
@@ -87,6 +118,16 @@ class Dataset:
         What was read, for messages.
     index_base : int
         The LIBSVM index base used (0 for other formats).
+    fmt : str
+        The format read: ``synthetic``, ``npy``, ``csr``, ``libsvm`` or ``csv``.
+    index_base_auto : bool
+        LIBSVM: the base was detected (``ReadOptions.index_base`` was None).
+    index_base_evident : bool
+        LIBSVM: the base is known for sure: given, or detected from evidence (index 0 used, or
+        the highest index equal to ``--n-features``). False when detection had to guess.
+    index_base_reason : str
+        LIBSVM: why this base, for messages (``"index 0 is used"``, ``"--libsvm-index-base"``,
+        ``"assumed, no row uses index 0"``, ...); empty for other formats.
     """
 
     X: np.ndarray | sp.csr_matrix
@@ -96,6 +137,10 @@ class Dataset:
     ownership: RowOwnership
     source: str
     index_base: int = 0
+    fmt: str = ""
+    index_base_auto: bool = False
+    index_base_evident: bool = True
+    index_base_reason: str = ""
 
     @property
     def n_local(self) -> int:
@@ -106,6 +151,14 @@ class Dataset:
     def is_sparse(self) -> bool:
         """True when ``X`` is CSR."""
         return sp.issparse(self.X)
+
+    @property
+    def source_note(self) -> str:
+        """How the source was read, for the first output line: ``" (libsvm; index base 0: index
+        0 is used)"``, ``" (csv)"``; empty for synthetic data."""
+        if self.fmt == "libsvm":
+            return f" (libsvm; index base {self.index_base}: {self.index_base_reason})"
+        return f" ({self.fmt})" if self.fmt and self.fmt != "synthetic" else ""
 
     def with_dtype(self, dtype: str) -> Dataset:
         """This partition with features in ``dtype`` (``auto`` keeps float32 and makes anything
@@ -130,6 +183,9 @@ class _LocalRead:
     segments: list[tuple[int, int]] = field(default_factory=list)  # (segment id, rows), local order
     n_segments: int = 0
     index_range: tuple[int, int] | None = None  # LIBSVM raw (min, max) column index seen
+    # LIBSVM: where the first rows holding the min and the max index are, as (file, block byte
+    # offset, line index within the block); turned into line numbers on the error path only
+    index_where: tuple[tuple[str, int, int], tuple[str, int, int]] | None = None
     files: list[str] = field(default_factory=list)
 
 
@@ -139,24 +195,38 @@ def is_synthetic(path: str) -> bool:
     return path == "synthetic" or path.startswith("synthetic:")
 
 
-def describe_source(path: str) -> tuple[str, list[str]]:
+def describe_source(path: str, fmt: str = "auto", flag: str = "--format") -> tuple[str, list[str]]:
     """Classify a data ``PATH``: returns ``(kind, files)``.
 
     ``kind`` is ``synthetic``, ``npy``, ``csr``, ``libsvm`` or ``csv``; ``files`` is one entry
-    (the path) or, for shard sets, every shard in sorted order. Local and cheap (directory listing
-    only); raises :class:`DataError` naming the path.
+    (the path) or, for shard sets, every shard in sorted order. ``fmt`` (one of
+    :data:`FORMATS`) forces the format of the data or of every shard; ``auto`` goes by directory
+    content, then by a deciding file suffix, then by the first data line of the file
+    (:func:`~mpi_sgd.data.sniff.sniff_text_format`). Rank-local and cheap (a directory listing,
+    at most the first MiB of a file); every rank gets the same answer for the same files.
+
+    Raises
+    ------
+    DataError
+        Naming the path (and ``flag`` when the forced format does not fit).
+    ConfigError
+        For an unknown ``fmt``, or a forced format with a ``synthetic:`` source.
     """
+    if fmt not in FORMATS:
+        raise ConfigError(f"{flag} {fmt!r} is not one of {', '.join(FORMATS)}")
     if is_synthetic(path):
+        if fmt != "auto":
+            raise ConfigError(f"{flag} {fmt} does not apply to the synthetic source {path!r}")
         return "synthetic", [path]
     if any(ch in path for ch in "*?["):
         shards = sorted(glob.glob(path))
         if not shards:
             raise DataError(f"no file matches the glob {path!r}")
-        return _shard_kind(path, shards), shards
+        return _shard_kind(path, shards, fmt, flag), shards
     if not os.path.exists(path):
         raise DataError(f"data path {path!r} does not exist")
     if os.path.isdir(path):
-        single = single_kind(path)
+        single = single_kind(path, fmt, flag)
         if single is not None:
             return single, [path]
         entries = sorted(
@@ -164,41 +234,62 @@ def describe_source(path: str) -> tuple[str, list[str]]:
         )
         if not entries:
             raise DataError(f"data directory {path!r} is empty")
-        return _shard_kind(path, entries), entries
-    kind = single_kind(path)
+        return _shard_kind(path, entries, fmt, flag), entries
+    kind = single_kind(path, fmt, flag)
     if kind is None:
         raise DataError(
-            f"cannot tell the format of {path!r}: expected a directory with X.npy and y.npy, a "
-            f"CSR directory ({', '.join(CSR_FILES)}, y.npy), a file ending in "
-            f"{', '.join(sorted(TEXT_SUFFIXES))}, or a directory/glob of such shards"
+            f"cannot tell the format of {path!r}: it holds no data line (empty, or only blank "
+            f"and comment lines); pass {flag} libsvm or {flag} csv"
         )
     return kind, [path]
 
 
-def single_kind(path: str) -> str | None:
-    """The format of one data file or directory (``npy``, ``csr``, ``libsvm``, ``csv``), or
-    None when it is none of these (a shard set, or anything else)."""
+def single_kind(path: str, fmt: str = "auto", flag: str = "--format") -> str | None:
+    """The format of one data file or directory (``npy``, ``csr``, ``libsvm``, ``csv``).
+
+    None for a directory that is neither an npy nor a CSR directory (a shard set), and for a
+    file whose format ``auto`` cannot tell because it holds no data line. A file of no deciding
+    suffix is sniffed (see :func:`describe_source`); a file whose first data line is neither
+    format raises :class:`DataError`, as does a forced ``fmt`` that the path cannot be.
+    """
     if os.path.isdir(path):
         names = set(os.listdir(path))
-        if "X.npy" in names:
-            return "npy"
-        if "X_indptr.npy" in names:
-            return "csr"
-        return None
-    return TEXT_SUFFIXES.get(os.path.splitext(path)[1].lower())
-
-
-def _shard_kind(path: str, shards: list[str]) -> str:
-    kinds = {s: single_kind(s) for s in shards}
-    unknown = [s for s, k in kinds.items() if k is None]
-    if unknown:
+        found = "npy" if "X.npy" in names else "csr" if "X_indptr.npy" in names else None
+        if fmt == "auto" or found == fmt or found is None:
+            return found  # None: a shard directory (of shards in the forced format)
         raise DataError(
-            f"shard {unknown[0]!r} of {path!r} is not a supported data file or directory"
+            f"{path!r} is {'an' if found == 'npy' else 'a'} {found} directory, but {flag} {fmt} "
+            "was given"
         )
-    found = set(kinds.values())
+    if fmt in DIR_FORMATS:
+        raise DataError(
+            f"{path!r} is a file, but {flag} {fmt} reads a directory holding "
+            f"{'X.npy and y.npy' if fmt == 'npy' else ', '.join(CSR_FILES) + ' and y.npy'}"
+        )
+    if fmt != "auto":
+        return fmt
+    by_suffix = TEXT_SUFFIXES.get(os.path.splitext(path)[1].lower())
+    return by_suffix if by_suffix is not None else sniff_text_format(path, flag)
+
+
+def _shard_kind(path: str, shards: list[str], fmt: str, flag: str) -> str:
+    kinds = {}
+    for shard in shards:
+        if fmt in ("libsvm", "csv") and os.path.isdir(shard):
+            raise DataError(f"shard {shard!r} of {path!r} is a directory, not a {fmt} file")
+        kinds[shard] = single_kind(shard, fmt, flag)
+    dirs = [s for s, k in kinds.items() if k is None and os.path.isdir(s)]
+    if dirs:
+        raise DataError(f"shard {dirs[0]!r} of {path!r} is not a supported data file or directory")
+    found = {k for k in kinds.values() if k is not None}
     if len(found) > 1:
-        raise DataError(f"shards of {path!r} mix formats: {sorted(found)}")  # type: ignore[type-var]
-    return found.pop()  # type: ignore[return-value]
+        raise DataError(f"shards of {path!r} mix formats: {sorted(found)}")
+    if not found:
+        raise DataError(
+            f"cannot tell the format of the shards of {path!r}: none holds a data line; pass "
+            f"{flag} libsvm or {flag} csv"
+        )
+    return found.pop()
 
 
 # ------------------------------------------------------------------------------- local reads
@@ -241,7 +332,9 @@ def _read_csr(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
     shape = np.asarray(_open_npy(path, "X_shape.npy"))
     y = _open_npy(path, "y.npy")
     if shape.shape != (2,):
-        raise DataError(f"{path}/X_shape.npy must hold [n_rows, n_features], got {shape!r}")
+        raise DataError(
+            f"{path}/X_shape.npy must hold [n_rows, n_features], got {shape.tolist()!r}"
+        )
     n, d = int(shape[0]), int(shape[1])
     if indptr.shape != (n + 1,) or y.shape != (n,) or data.shape != indices.shape:
         raise DataError(
@@ -312,6 +405,9 @@ def _read_text_block(path: str, fmt: str, rank: int, size: int, opts: ReadOption
         )
     start, stop = block_range(_file_size(path), rank, size)
     rows = read_text_rows(path, fmt, start, stop, csv_label_column=opts.csv_label_column)
+    where = None
+    if rows.index_lines is not None:
+        where = ((path, rows.base, rows.index_lines[0]), (path, rows.base, rows.index_lines[1]))
     return _LocalRead(
         rows.X,
         rows.y,
@@ -319,6 +415,7 @@ def _read_text_block(path: str, fmt: str, rank: int, size: int, opts: ReadOption
         segments=[(rank, rows.y.shape[0])],
         n_segments=size,
         index_range=rows.index_range,
+        index_where=where,
         files=[path],
     )
 
@@ -349,8 +446,17 @@ def _read_shards(
         detail = ", ".join(f"{shards[i]}: {p.n_features}" for i, p in zip(mine, parts, strict=True))
         raise DataError(f"shards have different feature counts ({detail})")
     segments = [(i, int(p.y.shape[0])) for i, p in zip(mine, parts, strict=True)]
-    ranges = [p.index_range for p in parts if p.index_range is not None]
-    index_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
+    ranged = [
+        (p.index_range, p.index_where)
+        for p in parts
+        if p.index_range is not None and p.index_where is not None
+    ]
+    index_range = index_where = None
+    if ranged:
+        low = min(ranged, key=lambda r: r[0][0])
+        high = max(ranged, key=lambda r: r[0][1])
+        index_range = (low[0][0], high[0][1])
+        index_where = (low[1][0], high[1][1])
     if not parts:
         X: np.ndarray | sp.csr_matrix = np.empty((0, 0))
         y = np.empty(0)
@@ -368,6 +474,7 @@ def _read_shards(
         segments=segments,
         n_segments=n,
         index_range=index_range,
+        index_where=index_where,
         files=[shards[i] for i in mine],
     )
 
@@ -401,8 +508,9 @@ def check_finite(X: np.ndarray | sp.csr_matrix, path: str, ownership: RowOwnersh
             gid = int(ownership.global_ids()[row])
             raise DataError(f"{path}: non-finite feature value (nan or inf) in row {gid}")
         return
-    for start in range(0, X.shape[0], 65_536):
-        block = np.asarray(X[start : start + 65_536])
+    rows = max(1, min(65_536, 2**23 // max(int(X.shape[1]), 1)))  # at most 64 MiB at a time
+    for start in range(0, X.shape[0], rows):
+        block = np.asarray(X[start : start + rows])
         finite = np.isfinite(block)
         if not finite.all():
             row = start + int(np.argmin(finite.all(axis=1)))
@@ -415,7 +523,8 @@ def load_dataset(path: str, comm: Communicator, opts: ReadOptions | None = None)
     """Load this rank's partition of ``path``.
 
     Collective: call on all ranks with the same arguments. Each rank reads only its own rows;
-    the ranks then agree on the row count, the feature count and the global row ids.
+    the ranks then agree on the row count, the feature count, the LIBSVM index base and the
+    global row ids, and check that a model of that width fits in memory.
 
     Parameters
     ----------
@@ -433,11 +542,18 @@ def load_dataset(path: str, comm: Communicator, opts: ReadOptions | None = None)
     PeerFailure
         On every rank, when any rank could not read its part (the message names rank and file).
     DataError
-        On every rank, when the parts do not fit together (feature counts differ, no rows at all).
+        On every rank, when the parts do not fit together (feature counts differ, no rows at all,
+        index 0 in a file read as one-based, a width no model can fit in memory).
+    ConfigError
+        On every rank, for options that cannot work (``--n-features`` below 1 or too wide for
+        memory, an unknown format).
     """
     opts = opts or ReadOptions()
+    if opts.memory_bytes is None:
+        opts = replace(opts, memory_bytes=sizes.agreed_memory(comm))
+    _check_options(path, opts)
     with comm.collective_section():
-        kind, files = describe_source(path)
+        kind, files = describe_source(path, opts.fmt, opts.fmt_flag)
         if files != [path]:
             local = _read_shards(kind, files, comm.rank, comm.size, opts)
         else:
@@ -449,6 +565,53 @@ def load_dataset(path: str, comm: Communicator, opts: ReadOptions | None = None)
     return _combine(path, kind, local, comm, opts)
 
 
+def _check_options(path: str, opts: ReadOptions) -> None:
+    """Refuse, on every rank alike, options that cannot work, before reading anything."""
+    if opts.fmt not in FORMATS:
+        raise everywhere(
+            ConfigError(f"{opts.fmt_flag} {opts.fmt!r} is not one of {', '.join(FORMATS)}")
+        )
+    if opts.index_base not in (None, 0, 1):
+        raise everywhere(
+            ConfigError(f"the LIBSVM index base must be 0 or 1, got {opts.index_base}")
+        )
+    memory = int(opts.memory_bytes or 0)
+    if opts.n_features is not None:
+        if opts.n_features < 1:
+            raise everywhere(
+                ConfigError(f"{opts.width_source} must be >= 1, got {opts.n_features}")
+            )
+        sizes.check_model_size(
+            opts.n_features,
+            1,
+            True,
+            memory,
+            source=f"{opts.width_source} {opts.n_features}",
+            hint="give the true feature count",
+            error=ConfigError,
+        )
+    if is_synthetic(path):
+        if opts.fmt != "auto":
+            raise everywhere(
+                ConfigError(
+                    f"{opts.fmt_flag} {opts.fmt} does not apply to the synthetic source {path!r}"
+                )
+            )
+        try:
+            width = synthetic.parse_synthetic(path).n_features
+        except ValueError:
+            return  # reported by the reader, with the other synthetic errors
+        sizes.check_model_size(
+            width,
+            1,
+            True,
+            memory,
+            source=f"{path} (features={width})",
+            hint="use fewer features",
+            error=ConfigError,
+        )
+
+
 def _combine(
     path: str, kind: str, local: _LocalRead, comm: Communicator, opts: ReadOptions
 ) -> Dataset:
@@ -456,28 +619,40 @@ def _combine(
     if n_total == 0:
         raise everywhere(DataError(f"{path}: the data set has no rows"))
 
+    base = _Base(0, False, True, "")
     if kind == "libsvm":
-        n_features = _libsvm_width(path, local, comm, opts)
-        X = local.X
-        if n_features.offset:
-            X = sp.csr_matrix(X)
-            X.indices -= n_features.offset
-        X = _widen(X, n_features.count) if X.shape[0] else sp.csr_matrix((0, n_features.count))
+        width, base = _libsvm_width(path, local, comm, opts)
     else:
         counts = comm.allgather_int(-1 if local.n_features is None else local.n_features)
         known = sorted({int(c) for c in counts if c >= 0})
         if len(known) != 1:
             detail = ", ".join(f"rank {r}: {c}" for r, c in enumerate(counts) if c >= 0)
             raise everywhere(DataError(f"{path}: ranks read different feature counts ({detail})"))
-        d = known[0]
-        if opts.n_features is not None and opts.n_features != d:
+        width = known[0]
+        if opts.n_features is not None and opts.n_features != width:
             raise everywhere(
-                DataError(f"{path} has {d} features but {opts.width_source} has {opts.n_features}")
+                DataError(
+                    f"{path} has {width} features but {opts.width_source} has {opts.n_features}"
+                )
             )
-        X = local.X
-        if X.shape[0] == 0 and X.shape[1] != d:
-            X = sp.csr_matrix((0, d)) if kind == "csr" else np.empty((0, d))
-        n_features_count = d
+        what = {"npy": "X.npy", "csr": "X_shape.npy", "csv": "its first line"}.get(kind, "")
+        sizes.check_model_size(
+            width,
+            1,
+            True,
+            int(opts.memory_bytes or 0),
+            source=f"{path}" + (f" ({what} gives {width:,} features)" if what else ""),
+            hint="is the file what it should be?",
+        )
+
+    X = local.X
+    if kind == "libsvm":
+        if base.offset:
+            X = sp.csr_matrix(X)
+            X.indices -= base.offset
+        X = _widen(X, width) if X.shape[0] else sp.csr_matrix((0, width))
+    elif X.shape[0] == 0 and X.shape[1] != width:
+        X = sp.csr_matrix((0, width)) if kind == "csr" else np.empty((0, width))
 
     ownership = local.ownership
     if ownership is None:
@@ -490,42 +665,129 @@ def _combine(
         ownership = RowOwnership.from_ranges(
             [(int(starts[s]), int(starts[s]) + r) for s, r in local.segments]
         )
-    d_final = n_features.count if kind == "libsvm" else n_features_count
     return Dataset(
         X=X,
         y=local.y,
-        n_features=d_final,
+        n_features=width,
         n_total=n_total,
         ownership=ownership,
         source=path,
-        index_base=n_features.offset if kind == "libsvm" else 0,
+        index_base=base.offset,
+        fmt=kind,
+        index_base_auto=base.auto,
+        index_base_evident=base.evident,
+        index_base_reason=base.reason,
     )
 
 
 @dataclass(frozen=True)
-class _Width:
-    count: int
+class _Base:
     offset: int  # 1 for one-based LIBSVM indices
+    auto: bool  # detected, not given
+    evident: bool  # given, or detected from evidence
+    reason: str  # why, for messages
 
 
-def _libsvm_width(path: str, local: _LocalRead, comm: Communicator, opts: ReadOptions) -> _Width:
+def _locate(local: _LocalRead, which: int, value: int, comm: Communicator) -> str:
+    """``"FILE line N"`` of the first row (lowest rank first) holding ``value`` as its minimum
+    (``which`` 0) or maximum (1) LIBSVM index; ``""`` when no rank can tell. Collective; used on
+    the error path only (it reads the file up to that line)."""
+    mine = ""
+    if (
+        local.index_range is not None
+        and local.index_where is not None
+        and local.index_range[which] == value
+    ):
+        file, base, index = local.index_where[which]
+        try:
+            mine = f"{file} line {line_number(file, base, index)}"
+        except DataError:
+            mine = file
+    return next((w for w in comm.allgather_str(mine) if w), "")
+
+
+def _libsvm_width(
+    path: str, local: _LocalRead, comm: Communicator, opts: ReadOptions
+) -> tuple[int, _Base]:
+    """The agreed width and index base of LIBSVM data. Collective.
+
+    The evidence is agreed over all ranks (the minimum and maximum index seen anywhere), so
+    every rank takes the same base even though each saw only its own byte range or shards.
+    """
     lo, hi = local.index_range if local.index_range is not None else (2**62, -1)
     bounds = comm.allreduce_min_(np.array([lo, -hi], dtype=np.int64))
     lo_all, hi_all = int(bounds[0]), -int(bounds[1])
-    # As svmlight readers do: indices are one-based unless some row uses index 0.
-    offset = (0 if lo_all == 0 else 1) if opts.index_base is None else opts.index_base
-    if lo_all < offset:
-        raise everywhere(DataError(f"{path}: feature index 0 in a file read as one-based"))
-    width = max(hi_all - offset + 1, 0)
-    if opts.n_features is not None:
-        if opts.n_features < width:
+    d = opts.n_features
+    if opts.index_base is not None:
+        base = _Base(opts.index_base, False, True, opts.index_base_source)
+    elif lo_all == 0:
+        base = _Base(0, True, True, "index 0 is used")
+    elif d is not None and hi_all == d:
+        base = _Base(1, True, True, f"highest index {hi_all} = {opts.width_source} {d}")
+    elif hi_all < 0:
+        base = _Base(1, True, False, "assumed, no feature values")
+    else:
+        base = _Base(1, True, False, "assumed, no row uses index 0")
+
+    # A base given by another data set (the training data, for its test set), not by a flag.
+    from_training = opts.index_base is not None and not opts.index_base_source.startswith("--")
+    if lo_all < base.offset:
+        where = _locate(local, 0, 0, comm) or path
+        if from_training:
             raise everywhere(
                 DataError(
-                    f"{path} uses feature index {hi_all} but {opts.width_source} has "
-                    f"{opts.n_features} features"
+                    f"{where}: feature index 0, so {path} is zero-based, but it is read "
+                    f"one-based, as {opts.index_base_source} is; both files must use the same "
+                    "base: pass --libsvm-index-base 0 if both are zero-based"
                 )
             )
-        width = opts.n_features
+        raise everywhere(
+            DataError(
+                f"{where}: feature index 0 in a file read as one-based ({base.reason}); pass "
+                "--libsvm-index-base 0 if the file is zero-based"
+            )
+        )
+    width = max(hi_all - base.offset + 1, 0)
+    if d is not None:
+        if d < width:
+            where = _locate(local, 1, hi_all, comm) or path
+            looks_one_based = base.offset == 0 and lo_all >= 1 and hi_all == d
+            if looks_one_based and from_training:
+                raise everywhere(
+                    DataError(
+                        f"{where}: feature index {hi_all} equals the feature count {d} and no "
+                        f"row uses index 0, so {path} looks one-based, but it is read zero-based, "
+                        f"as {opts.index_base_source} is; both files must use the same base"
+                    )
+                )
+            hint = (
+                "; if the file is one-based, pass --libsvm-index-base 1" if looks_one_based else ""
+            )
+            raise everywhere(
+                DataError(
+                    f"{where}: {path} uses feature index {hi_all} but {opts.width_source} has "
+                    f"{d} features{hint}"
+                )
+            )
+        width = d
+    elif width > 0:
+        problem = sizes.size_problem(width, 1, True, int(opts.memory_bytes or 0))
+        if problem is not None:
+            where = _locate(local, 1, hi_all, comm) or path
+            raise everywhere(
+                DataError(
+                    f"{where}: feature index {hi_all:,} makes {path} {width:,} features wide, "
+                    f"and a model that wide {problem}; if that index is wrong, fix or remove the "
+                    "line; to set the width yourself, pass --n-features D"
+                )
+            )
     if width == 0:
         raise everywhere(DataError(f"{path}: no feature values at all; pass --n-features"))
-    return _Width(width, offset)
+    if not base.evident and opts.warn is not None and comm.is_root:
+        opts.warn(
+            f"{path}: LIBSVM index base 1 assumed, since no row uses index 0; a zero-based file "
+            "(as scikit-learn's dump_svmlight_file writes by default) whose column 0 is never "
+            "set looks the same, and would have every column shifted by one: pass "
+            "--libsvm-index-base 0|1 to say which"
+        )
+    return width, base

@@ -53,12 +53,20 @@ class TextRows:
     index_range : tuple of int or None
         LIBSVM: ``(min, max)`` raw column index over every value read, ``None`` when there is
         none. CSV: always ``None``.
+    index_lines : tuple of int or None
+        LIBSVM: the lines (0-based, within the block) of the first rows holding the minimum and
+        the maximum index; :func:`line_number` ``(path, base, i)`` turns one into a file line.
+        ``None`` when ``index_range`` is.
+    base : int
+        Byte offset of the block's first line.
     """
 
     X: np.ndarray | sp.csr_matrix
     y: np.ndarray
     n_features: int | None
     index_range: tuple[int, int] | None
+    index_lines: tuple[int, int] | None = None
+    base: int = 0
 
 
 def read_text_rows(
@@ -104,7 +112,7 @@ def read_text_rows(
 
     nul = buf.find(b"\x00")
     if nul >= 0:
-        line = _line_number(path, base, buf.count(b"\n", 0, nul))
+        line = line_number(path, base, buf.count(b"\n", 0, nul))
         raise DataError(f"{path} is not a text file (NUL byte on line {line})")
     # Splitting on "\n" after decoding keeps line indices equal to newline counts (UTF-8 never
     # has 0x0A inside a multi-byte character); undecodable bytes become U+FFFD and fail parsing.
@@ -176,10 +184,11 @@ def _read_block(f: io.BufferedReader, byte_start: int, byte_stop: int) -> tuple[
     return buf, pos
 
 
-def _line_number(path: str, base: int, index: int) -> int:
+def line_number(path: str, base: int, index: int) -> int:
     """1-based line number of line ``index`` (0-based) of a block whose first line is at ``base``.
 
-    Counts the newlines before ``base`` in chunks; used on the error path only.
+    Counts the newlines before ``base`` in chunks (reads the file up to ``base``): for messages
+    only. Raises :class:`DataError` when the file cannot be read.
     """
     count = 0
     try:
@@ -197,7 +206,7 @@ def _line_number(path: str, base: int, index: int) -> int:
 
 
 def _error(path: str, base: int, index: int, what: str) -> DataError:
-    return DataError(f"{path} line {_line_number(path, base, index)}: {what}")
+    return DataError(f"{path} line {line_number(path, base, index)}: {what}")
 
 
 def _strict_number(token: str) -> bool:
@@ -261,7 +270,13 @@ def _libsvm_token_problem(tok: str, is_label: bool) -> str:
     if not _strict_number(tok):
         return f"unexpected character in {tok!r}"
     if is_label:
-        hint = " (is the label missing?)" if ":" in tok else ""
+        hint = (
+            " (is the label missing?)"
+            if ":" in tok
+            else " (multilabel files are not supported)"
+            if "," in tok
+            else ""
+        )
         return f"cannot parse label {tok!r}{hint}"
     k, _, _ = tok.partition(":")
     try:
@@ -318,16 +333,30 @@ def _check_libsvm(
         r, what = min(problems)
         raise _error(path, base, row_lines[r], what)
 
-    width = int(indices.max()) + 1 if indices.size else 0
-    index_range = (int(indices.min()), width - 1) if indices.size else None
+    index_range = index_lines = None
+    width = 0
+    if indices.size:
+        k_min, k_max = int(np.argmin(indices)), int(np.argmax(indices))
+        index_range = (int(indices[k_min]), int(indices[k_max]))
+        width = index_range[1] + 1
+        r_min, r_max = np.searchsorted(indptr, [k_min, k_max], side="right") - 1
+        index_lines = (int(row_lines[int(r_min)]), int(row_lines[int(r_max)]))
     X = sp.csr_matrix((data, indices, indptr), shape=(m, width))
-    return TextRows(X=X, y=y, n_features=None, index_range=index_range)
+    return TextRows(
+        X=X, y=y, n_features=None, index_range=index_range, index_lines=index_lines, base=base
+    )
 
 
 # ------------------------------------------------------------------------------------- CSV
 def is_csv_header(line: str) -> bool:
-    """The header rule: a CSV file's first line is a header if a non-empty field is not a number."""
-    return any(f and not _is_float(f) for f in (s.strip() for s in line.split(",")))
+    """The header rule: a CSV file's first line is a header when it holds at least one name and
+    no number (every non-empty field is not a number).
+
+    A first line that mixes numbers and other fields (``1,abc,2``) is a data row with a bad
+    value, reported as such, never silently dropped as a header.
+    """
+    fields = [s.strip() for s in line.split(",")]
+    return any(fields) and not any(f and _is_float(f) for f in fields)
 
 
 def _parse_csv(lines: list[str], path: str, base: int, label_column: int) -> TextRows:
@@ -366,7 +395,17 @@ def _parse_csv(lines: list[str], path: str, base: int, label_column: int) -> Tex
             raise DataError(f"{path}: cannot parse the CSV lines from byte {base}: {fail}")
         if what.startswith("has "):
             ref = 0 if start else _first_nonblank(lines, start)
-            what += f" as on line {_line_number(path, base, ref)}"
+            what += f" as on line {line_number(path, base, ref)}"
+        elif (
+            base == 0
+            and i == 0
+            and not header
+            and any(f.strip() and not _is_float(f.strip()) for f in lines[0].split(","))
+        ):
+            what += (
+                " (line 1 is read as data, not as a header, because some of its fields are "
+                "numbers; a header line holds names only)"
+            )
         raise _error(path, base, i, what)
 
     y = np.ascontiguousarray(arr[:, col])

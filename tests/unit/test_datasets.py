@@ -501,7 +501,10 @@ ERROR_CASES = {
     "classes on binary": _make_case("--classes", "3"),
     "output under a file": _make_case(fmt="csv", out="file.txt/o"),
     "output is a file": _make_case(out="file.txt"),
-    "unknown input format": ["shard", "{tmp}/file.txt", "--shards", "2", "--out", "{tmp}/s"],
+    "unknown input format": ["shard", "{tmp}/words.txt", "--shards", "2", "--out", "{tmp}/s"],
+    "forced format misfits": [
+        *["shard", "{tmp}/file.txt", "--format", "npy", "--shards", "2", "--out", "{tmp}/s"]
+    ],
     "missing input": ["shard", "{tmp}/nothing.csv", "--shards", "2", "--out", "{tmp}/s"],
     "zero shards": ["shard", "{tmp}/file.txt", "--shards", "0", "--out", "{tmp}/s"],
     "unknown workload": ["workload", "W9", "--out", "{tmp}/w"],
@@ -515,6 +518,7 @@ def test_errors_exit_2_with_a_message(
     tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "file.txt").write_text("1,2\n")
+    (tmp_path / "words.txt").write_text("hello world\n")  # neither LIBSVM nor CSV
     argv = [a.replace("{tmp}", str(tmp_path)) for a in ERROR_CASES[case]]
     assert datasets.main(argv) == 2
     err = capsys.readouterr().err
@@ -565,3 +569,29 @@ def test_module_entry_point(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.startswith("mpi_sgd.datasets: error: unknown input format")
     assert "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------- real data: any file name
+@pytest.mark.parametrize("name", ["a9a", "a9a.t", "train.txt"])
+def test_shard_reads_text_files_of_any_name(tmp_path: Path, name: str) -> None:
+    from sklearn.datasets import dump_svmlight_file, load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    src = tmp_path / name
+    dump_svmlight_file(X, y, str(src))
+    assert datasets.detect_format(str(src)) == "libsvm"
+    written = datasets.shard_dataset(str(src), 3, str(tmp_path / "s"))
+    # Shards are named for their format, so that they are recognised (and resharded) by name.
+    assert [os.path.basename(p) for p in written] == [f"part-0000{k}.svm" for k in range(3)]
+    assert b"".join(Path(p).read_bytes() for p in written) == src.read_bytes()
+    assert datasets.main(["shard", str(src), "--shards", "2", "--out", str(tmp_path / "s")]) == 0
+
+
+def test_shard_format_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "data.csv"
+    src.write_text("1 1:0.5\n0 2:1\n")  # LIBSVM content under a CSV name
+    argv = ["shard", str(src), "--shards", "2", "--out", str(tmp_path / "s")]
+    assert datasets.main([*argv, "--format", "libsvm"]) == 0
+    assert sorted(os.listdir(tmp_path / "s")) == ["part-00000.svm", "part-00001.svm"]
+    assert datasets.main(["shard", "--help"]) == 0
+    assert "--format" in capsys.readouterr().out

@@ -182,3 +182,34 @@ def test_model_averaging_needs_plain_sgd_and_a_dense_exchange():
         TrainConfig(sync="one-shot", exchange="sparse").validate()
     with pytest.raises(ConfigError, match="--sync models only"):
         TrainConfig(average_every=3).validate()
+
+
+# ------------------------------------------------------------- real data: label messages
+def test_label_errors_print_plain_numbers(comm: Communicator) -> None:
+    """Issue #8: the message showed ``np.float64(-0.5)``."""
+    from sklearn.datasets import load_diabetes
+
+    y = load_diabetes(return_X_y=True)[1][:40].copy()
+    y[7] = -0.5
+    with pytest.raises(MpiSgdError) as info:
+        agree_classes(y, get_loss("softmax"), comm, "diabetes.csv")
+    message = str(info.value)
+    assert "found -0.5;" in message and "np.float64" not in message
+    with pytest.raises(DataError) as err:
+        encode_labels(np.array([0.0, 3.25]), np.array([0.0, 1.0]), get_loss("logistic"), "t")
+    assert "label 3.25 is not one of the training classes [0, 1]" in str(err.value)
+
+
+@pytest.mark.parametrize("model", ["logistic", "hinge"])
+def test_integer_regression_targets_under_a_binary_model_suggest_squared(
+    comm: Communicator, model: str
+) -> None:
+    from sklearn.datasets import load_diabetes
+
+    y = load_diabetes(return_X_y=True)[1]  # integer-valued regression targets
+    with pytest.raises(DataError) as info:
+        agree_classes(y, get_loss(model), comm, "diabetes.csv")
+    message = str(info.value)
+    n = np.unique(y).size
+    assert f"{n} classes [25, 31, 37," in message and "np.float64" not in message
+    assert "--model softmax" in message and "--model squared" in message

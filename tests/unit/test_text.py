@@ -46,13 +46,18 @@ def ref_libsvm(data: bytes) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | N
 
 
 def ref_csv(data: bytes, label_column: int = 0) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """An independent, whole-file CSV reader (first line is a header if not all numbers)."""
+    """An independent, whole-file CSV reader (first line is a header if it holds no number)."""
     lines = data.decode().splitlines()
     header_width = None
     if lines and lines[0].strip():
-        try:
-            [float(s) for s in lines[0].split(",")]
-        except ValueError:
+        numbers = 0
+        for s in lines[0].split(","):
+            try:
+                float(s)
+                numbers += 1
+            except ValueError:
+                pass
+        if numbers == 0:
             header_width = len(lines[0].split(","))
             lines = lines[1:]
     table = [[float(s) for s in ln.split(",")] for ln in lines if ln.strip()]
@@ -569,3 +574,62 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         read_text_rows(path, "json", 0, 6)
     with pytest.raises(ValueError, match="invalid byte range"):
         read_text_rows(path, "libsvm", 5, 2)
+
+
+# ------------------------------------------------------------- real data: CSV header and lines
+def test_a_first_row_of_data_with_a_bad_value_is_reported_not_dropped(tmp_path: Path) -> None:
+    """Issue #8: ``1,abc,2`` on line 1 used to be taken for a header and silently dropped."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    rows = [",".join(f"{v:.17g}" for v in (label, *x)) for label, x in zip(y, X, strict=True)]
+    bad_first = ["1,abc,2,3,4", *rows]
+    path = write(tmp_path, "iris.csv", ("\n".join(bad_first) + "\n").encode())
+    with pytest.raises(DataError) as err:
+        read_text_rows(path, "csv", 0, os.path.getsize(path))
+    message = str(err.value)
+    assert f"{path} line 1: cannot parse 'abc' as a number" in message
+    assert "not as a header" in message
+    assert_one_block_fails(path, "csv", 1, "cannot parse 'abc'")
+    # With a header, the same bad row is line 2, and the rows after it keep their numbers.
+    with_header = ["y,sepal_length,sepal_width,petal_length,petal_width", *rows]
+    with_header.insert(40, "0,1.5,NA,2,3")
+    path = write(tmp_path, "iris_h.csv", ("\n".join(with_header) + "\n").encode())
+    with pytest.raises(DataError, match=r"iris_h\.csv line 41: cannot parse 'NA' as a number"):
+        read_text_rows(path, "csv", 0, os.path.getsize(path))
+    assert_one_block_fails(path, "csv", 41, "cannot parse 'NA'")
+    # A good file reads whole, with or without its header, on any number of blocks.
+    for lines, header in ((rows, False), (with_header[:40] + with_header[41:], True)):
+        path = write(tmp_path, f"iris_{header}.csv", ("\n".join(lines) + "\n").encode())
+        for size in (1, 3, 7):
+            X_got, y_got, d = combine(read_blocks(path, "csv", size), "csv")
+            np.testing.assert_array_equal(X_got, X)
+            np.testing.assert_array_equal(y_got, y)
+            assert d == 4
+
+
+@pytest.mark.parametrize(
+    ("line", "header"),
+    [
+        ("label,f0,f1", True),
+        (",a,b", True),  # an unnamed index column
+        ("0,1,2", False),
+        ("1,abc,2", False),  # a data row with a bad value
+        ("label,0,1", False),  # mixes names and numbers: data (its error says so)
+        (" , ,", False),
+    ],
+)
+def test_csv_header_rule(line: str, header: bool) -> None:
+    assert text_mod.is_csv_header(line) is header
+
+
+def test_libsvm_rows_know_the_lines_of_their_extreme_indices(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.svm", b"1 3:1\n# c\n0 7:1 9000:2\n1 1:1\n0 9000:1\n")
+    rows = read_text_rows(path, "libsvm", 0, 100)
+    assert rows.index_range == (1, 9000) and rows.index_lines is not None
+    lo, hi = rows.index_lines
+    assert text_mod.line_number(path, rows.base, lo) == 4
+    assert text_mod.line_number(path, rows.base, hi) == 3
+    second = read_text_rows(path, "libsvm", 8, 100)  # from line 3 on
+    assert second.base == 10 and second.index_lines is not None
+    assert text_mod.line_number(path, second.base, second.index_lines[1]) == 3
