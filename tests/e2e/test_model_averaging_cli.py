@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import mpi_sgd
+from mpi_sgd.data.batching import BatchPlan, auto_chunk_rows
+from mpi_sgd.data.partition import RowOwnership
 from tests.e2e.helpers import error_lines, mpirun
+from tests.numpy_reference import ReferenceOptimizer, breast_cancer, logistic_loss_grad
 
 DATA = ["--train", "synthetic:binary,rows=6000,test_rows=2000"]
 SGD = [*DATA, "--epochs", "3", "--batch-size", "64", "--lr", "0.2", "--l2", "0.001", "--quiet"]
@@ -31,11 +34,45 @@ def test_model_averaging_trains_about_as_well_as_gradient_averaging(tmp_path):
         assert abs(results["models"][key] - results["gradients"][key]) < tolerance, results
 
 
-def test_one_shot_reports_every_epoch_and_saves_the_average(tmp_path):
-    res = mpirun(2, [*SGD, "--sync", "one-shot", "--output", str(tmp_path / "m")], timeout=120)
+def test_one_shot_saves_the_row_weighted_mean_of_the_ranks_local_models(tmp_path):
+    """Three shards of 60, 60 and 449 rows: rank 0 reads the first two (120 rows), rank 1 the
+    third. Each rank's local run is reproduced in numpy (plain SGD with L2 on the mean over the
+    rows its BatchPlan gives each step, no communication); the saved model must be their mean
+    weighted by rows, 120/569 and 449/569, not 1/2 each. The epoch-end evaluations of the mean
+    (--eval-train) must not disturb the local runs."""
+    X, y = breast_cancer()
+    sizes = [60, 60, 449]
+    cuts = np.concatenate([[0], np.cumsum(sizes)])
+    for i in range(3):
+        part = tmp_path / "shards" / f"part-{i}"
+        part.mkdir(parents=True)
+        np.save(part / "X.npy", X[cuts[i] : cuts[i + 1]])
+        np.save(part / "y.npy", y[cuts[i] : cuts[i + 1]])
+    metrics = tmp_path / "m.jsonl"
+    lr, l2, batch, epochs = 0.2, 0.001, 32, 3
+    args = ["--train", str(tmp_path / "shards"), "--sync", "one-shot", "--eval-train", "--quiet"]
+    args += ["--lr", str(lr), "--l2", str(l2), "--batch-size", str(batch)]
+    args += ["--epochs", str(epochs), "--output", str(tmp_path / "m"), "--metrics", str(metrics)]
+    res = mpirun(2, args, timeout=120)
     assert res.returncode == 0, res
-    params = params_of(tmp_path / "m")
-    assert np.all(np.isfinite(params)) and np.any(params != 0)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["event"] == "epoch"] == [1, 2, 3]
+
+    n, d = X.shape
+    owned = [(0, 120), (120, n)]  # whole shards, in order: [0, 1] and [2]
+    mean = np.zeros(d + 1)
+    for rank, (a, b) in enumerate(owned):
+        own = RowOwnership.from_ranges([(a, b)])
+        plan = BatchPlan(own, n, batch, "chunks", 0, rank, auto_chunk_rows(d, batch // 2))
+        ref = ReferenceOptimizer("sgd", d + 1, d)
+        theta = np.zeros(d + 1)
+        for epoch in range(epochs):
+            for rows in plan.batches(epoch):
+                ids = own.global_ids()[rows]
+                if ids.size:
+                    theta = ref.step(theta, logistic_loss_grad(theta, X[ids], y[ids], l2)[1], lr)
+        mean += (b - a) / n * theta
+    np.testing.assert_allclose(params_of(tmp_path / "m"), mean, rtol=1e-9, atol=1e-12)
 
 
 def test_resume_under_model_averaging_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):

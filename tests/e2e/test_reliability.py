@@ -19,7 +19,10 @@ import pytest
 
 import mpi_sgd
 from mpi_sgd.checkpoint import find_latest, load_checkpoint
+from mpi_sgd.data.batching import BatchPlan, auto_chunk_rows
+from mpi_sgd.data.partition import partition_rows, steps_per_epoch
 from tests.e2e.helpers import ROOT, env, error_lines, mpi_command, mpirun
+from tests.numpy_reference import ReferenceOptimizer, logistic_loss_grad
 
 
 def write_npy(path, X, y) -> str:
@@ -307,6 +310,9 @@ def test_resume_on_more_ranks_under_global_shuffle_matches_the_uninterrupted_run
 
 
 def test_resume_on_fewer_ranks_with_the_default_shuffle_works(data, tmp_path):
+    """3 ranks stopped in epoch 2, resumed on 2: the result is the numpy run of the same steps,
+    each on the rows that the 3-rank, then the 2-rank batch plans give it (the optimiser state
+    and the position carried over, the rest of epoch 2 drawn by the 2-rank plan)."""
     args = [
         "--train",
         data,
@@ -321,12 +327,62 @@ def test_resume_on_fewer_ranks_with_the_default_shuffle_works(data, tmp_path):
     assert (
         mpirun(3, args, timeout=180, extra_env={"MPI_SGD_FAULTS": "signal@2:20"}).returncode == 75
     )
-    res = mpirun(2, [*args, "--resume"])
+    res = mpirun(2, [*_loud(args), "--resume"])
     assert res.returncode == 0, res
-    assert np.all(np.isfinite(params_of(tmp_path / "o")))
+    where = _resumed_from(res.stdout)
+    assert where[1:] == (2, 2, 21) and "(written by 3 ranks, now 2)" in res.stdout, res.stdout
     assert _epoch_numbers(metrics) == [1, 2, 3]
     (end,) = [r for r in _records(metrics) if r["event"] == "end"]
     assert end["steps"] == 3 * 19  # the resumed run finished the stopped run's step count
+    X, y = np.load(os.path.join(data, "X.npy")), np.load(os.path.join(data, "y.npy"))
+    expected = _numpy_run_of_the_cli(X, y, "adam", 0.02, 0.001, 32, 3, [(3, 21), (2, None)])
+    np.testing.assert_allclose(params_of(tmp_path / "o"), expected, rtol=1e-9, atol=1e-12)
+
+
+def _loud(args: list[str]) -> list[str]:
+    """The same flags without --quiet (nothing that the checkpoint compares)."""
+    return [a for a in args if a != "--quiet"]
+
+
+def _resumed_from(stdout: str) -> tuple[str, int, int, int]:
+    """(checkpoint path, epoch, step of the epoch, global step) of the "resumed from" line."""
+    found = re.findall(
+        r"resumed from (\S+): epoch (\d+), step (\d+) of the epoch, global step (\d+)", stdout
+    )
+    assert len(found) == 1, stdout
+    path, epoch, step, global_step = found[0]
+    return path, int(epoch), int(step), int(global_step)
+
+
+def _numpy_run_of_the_cli(X, y, optimizer, lr, l2, batch, epochs, segments) -> np.ndarray:
+    """Logistic regression as the command line runs it with the default (contiguous) partition
+    and shuffle, in numpy: each global step averages the gradient over the rows every rank's
+    BatchPlan gives that step. ``segments``: (ranks, until global step) pairs, the last until
+    the end (None), for runs resumed on another number of ranks."""
+    n, d = X.shape
+    S = steps_per_epoch(n, batch)
+    plans: dict[int, list[BatchPlan]] = {}
+    for size, _ in segments:
+        chunk = auto_chunk_rows(d, max(1, batch // size))
+        plans[size] = [
+            BatchPlan(partition_rows(n, r, size, "contiguous"), n, batch, "chunks", 0, r, chunk)
+            for r in range(size)
+        ]
+    ref = ReferenceOptimizer(optimizer, d + 1, d)
+    theta = np.zeros(d + 1)
+    batches: dict[tuple[int, int], list[np.ndarray]] = {}
+    for t in range(epochs * S):
+        size = next(k for k, until in segments if until is None or t < until)
+        epoch, s = divmod(t, S)
+        if (size, epoch) not in batches:
+            per_rank = [
+                [p.ownership.global_ids()[rows] for rows in p.batches(epoch)] for p in plans[size]
+            ]
+            batches[size, epoch] = [np.concatenate(b) for b in zip(*per_rank, strict=True)]
+        rows = batches[size, epoch][s]
+        _, g = logistic_loss_grad(theta, X[rows], y[rows], l2)
+        theta = ref.step(theta, g, lr)
+    return theta
 
 
 def _records(metrics) -> list[dict]:
@@ -408,9 +464,15 @@ def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(data, tmp_p
     with open(newest, "r+b") as fh:
         fh.seek(100)
         fh.write(b"garbage")
-    res = mpirun(2, [*args, "--resume"])
+    first = params_of(tmp_path / "o")
+    res = mpirun(2, [*_loud(args), "--resume"])
     assert res.returncode == 0, res
     assert "warning: skipped checkpoint" in res.stderr and "SHA-256 does not match" in res.stderr
+    # the previous checkpoint, of the end of epoch 2 (19 steps per epoch), not the start
+    path, epoch, step, global_step = _resumed_from(res.stdout)
+    assert os.path.basename(path) == "ckpt-0000000038.json", path
+    assert (epoch, step, global_step) == (3, 0, 38), res.stdout
+    assert np.array_equal(params_of(tmp_path / "o"), first)  # epoch 3 again: the same model
 
 
 # ---------------------------------------------------------------- signals, kill -9, watchdog
@@ -526,14 +588,27 @@ def test_kill_9_of_one_rank_ends_the_job_and_the_checkpoint_stays_valid(tmp_path
     latest, skipped = find_latest(ckpt)
     assert latest is not None and not skipped
     load_checkpoint(latest.path)  # verifies the checksum
+    # the newest manifest, by its name (the kill left none half-written)
+    newest = sorted(glob.glob(os.path.join(ckpt, "ckpt-*.json")))[-1]
+    assert os.path.abspath(latest.path) == os.path.abspath(newest), (latest.path, newest)
+    # Only --epochs differs (allowed): the resumed run finishes the epoch the checkpoint lies in
+    # (normally the first), and must then equal an uninterrupted run of that many epochs.
+    epochs = latest.position.epochs_done + 1
+    short = [*LONG[:2], "--epochs", str(epochs), *LONG[4:-1]]
     res = mpirun(
         2,
-        [*LONG[:2], "--epochs", "1", *LONG[4:], "--checkpoint-dir", ckpt, "--resume"],
+        [*short, "--checkpoint-dir", ckpt, "--resume", "--output", str(tmp_path / "r")],
         timeout=120,
     )
-    # Only --epochs differs (allowed): the checkpoint lies inside the long first epoch, and the
-    # resumed run finishes that epoch.
     assert res.returncode == 0, res
+    path, epoch, step, global_step = _resumed_from(res.stdout)
+    assert os.path.abspath(path) == os.path.abspath(latest.path), (path, latest.path)
+    assert global_step == latest.position.global_step > 0, res.stdout
+    assert (epoch, step) == (epochs, latest.position.step_in_epoch), res.stdout
+    assert f"done: {epochs} epochs, {epochs * 6250} steps" in res.stdout, res.stdout
+    ref = mpirun(2, [*short, "--quiet", "--output", str(tmp_path / "ref")], timeout=120)
+    assert ref.returncode == 0, ref
+    assert np.array_equal(params_of(tmp_path / "r"), params_of(tmp_path / "ref"))
 
 
 def test_watchdog_ends_a_stalled_job_with_stacks(tmp_path):
