@@ -103,9 +103,44 @@ class TrainConfig:
                 raise ConfigError(
                     f"--exchange sparse exchanges gradients; not with --sync {self.sync}"
                 )
+            if self.l1:
+                raise ConfigError(
+                    f"--l1 with --sync {self.sync} does not minimise the documented objective: "
+                    "the average of the ranks' soft-thresholded models has no fixed point at "
+                    "its optimum and is not sparse; use --sync gradients (the default) for L1 "
+                    "and elastic net"
+                )
         if self.seed < 0:  # numpy's default_rng rejects negative seeds deep in the data code
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         return self
+
+    def objective_warnings(self, n_ranks: int) -> list[str]:
+        """Why this run may end away from the documented objective's minimiser although every
+        value is valid (docs/algorithm.md, "Which objective each combination minimises").
+
+        Empty for gradient exchange, whose fixed point is the minimiser for every optimiser and
+        penalty; with model averaging over several ranks, the ways the result depends on the
+        partition.
+        """
+        if n_ranks < 2 or self.sync == "gradients":
+            return []
+        if self.sync == "one-shot":
+            return [
+                f"--sync one-shot returns the row-weighted mean of {n_ranks} models trained "
+                "independently, each on its own rank's rows: that is not the minimiser of the "
+                "documented objective over all rows (it depends on how the rows are "
+                "partitioned); use --sync gradients for the objective's minimiser"
+            ]
+        if self.average_every == 1:
+            return []  # averaging after every step is the synchronous gradient step
+        every = f"every {self.average_every} steps" if self.average_every else "at epoch ends"
+        return [
+            f"--sync models averages the ranks' models {every}: between averages each rank "
+            "moves towards its own rows' optimum, so the result approaches the documented "
+            "objective's minimiser only as the learning rate goes to 0 (use a decaying "
+            "--schedule) and otherwise depends on the partition; --average-every 1 or --sync "
+            "gradients is exact"
+        ]
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict."""

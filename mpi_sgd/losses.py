@@ -61,6 +61,26 @@ class Loss(ABC):
         """Predicted class index (0 or 1 for binary losses) per row, from scores."""
         return (scores > 0).astype(np.int64)
 
+    def label_sums(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        """This rank's label statistics, to be summed over ranks for :meth:`constant_scores`.
+
+        Classification: the row count of each class (``max(n_outputs, 2)`` entries).
+        """
+        return np.bincount(self._class_index(y), minlength=max(n_outputs, 2)).astype(np.float64)
+
+    def constant_scores(self, sums: np.ndarray) -> np.ndarray:
+        """The scores of the best constant model (intercept only), shape (n_outputs,), from the
+        global :meth:`label_sums`. Classification with a single class present gets large finite
+        scores for that class rather than infinite ones."""
+        counts = np.maximum(sums, 0.5)  # an absent class: half a row, keeps the log finite
+        return self._constant_from_counts(counts / counts.sum())
+
+    def _class_index(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.int64)
+
+    def _constant_from_counts(self, freq: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
 
 class LogisticLoss(Loss):
     """Binary logistic (cross-entropy) loss with labels in {0, 1}.
@@ -76,6 +96,9 @@ class LogisticLoss(Loss):
 
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.float64)
+
+    def _constant_from_counts(self, freq: np.ndarray) -> np.ndarray:
+        return np.array([math.log(freq[1] / freq[0])])  # the log-odds of the positive class
 
     def loss_dscores(
         self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
@@ -107,6 +130,9 @@ class SoftmaxLoss(Loss):
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.int64)
 
+    def _constant_from_counts(self, freq: np.ndarray) -> np.ndarray:
+        return np.log(freq)  # softmax of log-frequencies = the class frequencies
+
     def loss_dscores(
         self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
     ) -> float:
@@ -136,6 +162,13 @@ class HingeLoss(Loss):
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return np.where(class_index > 0, 1.0, -1.0)
 
+    def _class_index(self, y: np.ndarray) -> np.ndarray:
+        return (y > 0).astype(np.int64)
+
+    def _constant_from_counts(self, freq: np.ndarray) -> np.ndarray:
+        # mean hinge of a constant c in [-1, 1] is 1 - c (p1 - p0): minimal at c = +-1
+        return np.array([1.0 if freq[1] >= freq[0] else -1.0])
+
     def loss_dscores(
         self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True
     ) -> float:
@@ -154,6 +187,14 @@ class SquaredLoss(Loss):
 
     def encode(self, class_index: np.ndarray) -> np.ndarray:
         return class_index.astype(np.float64)
+
+    def label_sums(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        """``[row count, sum of targets]`` of this rank's rows."""
+        return np.array([float(y.shape[0]), float(y.sum(dtype=np.float64))])
+
+    def constant_scores(self, sums: np.ndarray) -> np.ndarray:
+        """The mean target (the best constant under squared loss)."""
+        return np.array([sums[1] / sums[0] if sums[0] > 0 else 0.0])
 
     def loss_dscores(
         self, scores: np.ndarray, y: np.ndarray, dscores: np.ndarray, with_loss: bool = True

@@ -1,10 +1,15 @@
 """Optimisers and learning-rate schedules on one flat parameter vector.
 
 Every optimiser updates ``params`` in place from a gradient and a learning rate, with its state
-in preallocated arrays (no allocation per step), and returns the effective step size per
-coordinate (a float, or an array for adaptive methods) so that the L1 proximal step can
-soft-threshold by ``l1 * step``. State is a dict of arrays (``state_dict`` / ``load_state_dict``),
-saved without pickle.
+in preallocated arrays (no allocation per step), and returns the **L1 step** per coordinate (a
+float, or an array for adaptive methods) so that the L1 proximal step can soft-threshold by
+``l1 * step``. The L1 step is chosen so that the fixed point of "optimiser step, then
+soft-threshold" is the minimiser of the documented objective ``f + l1 ||w||_1`` (see
+docs/algorithm.md, "The L1 proximal step"): it is the step length the optimiser applies to a
+constant gradient once its state has settled, i.e. ``lr`` for sgd, ``lr / (1 - mu)`` for
+momentum and nesterov (whose velocity settles at ``g / (1 - mu)``), and the per-coordinate
+``lr / (sqrt(G) + eps)`` and ``lr / (1 - b1^t) / (sqrt(v_hat) + eps)`` for AdaGrad and Adam.
+State is a dict of arrays (``state_dict`` / ``load_state_dict``), saved without pickle.
 
 Update rules (``g`` is the gradient, including the L2 term; ``t`` counts steps from 1):
 
@@ -45,9 +50,10 @@ class Optimizer(ABC):
 
     @abstractmethod
     def step(self, params: np.ndarray, grad: np.ndarray, lr: float) -> float | np.ndarray:
-        """Update ``params`` in place; return the effective step size (scalar or per coordinate).
+        """Update ``params`` in place; return the L1 step (scalar or per coordinate).
 
-        ``grad`` may be overwritten.
+        ``grad`` may be overwritten. The L1 proximal step soft-thresholds by ``l1`` times the
+        returned value (see the module docstring for why it is the settled step length).
         """
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -114,7 +120,10 @@ class Momentum(Optimizer):
         else:
             np.multiply(v, lr, out=self._scratch)
             params -= self._scratch
-        return lr
+        # A constant gradient g settles the velocity at g / (1 - mu), so both forms then move
+        # by lr g / (1 - mu): thresholding by l1 lr / (1 - mu) keeps the fixed point at the
+        # optimum of f + l1 ||w||_1 (l1 lr would converge to that of f + (1 - mu) l1 ||w||_1).
+        return lr / (1.0 - self.momentum)
 
 
 class AdaGrad(Optimizer):

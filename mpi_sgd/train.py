@@ -44,8 +44,9 @@ from mpi_sgd.checkpoint import (
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import DTYPES, EXCHANGES, SYNCS, TrainConfig
 from mpi_sgd.data.batching import SHUFFLES, BatchPlan, auto_chunk_rows
-from mpi_sgd.data.dataset import Dataset, ReadOptions, is_synthetic, load_dataset
+from mpi_sgd.data.dataset import FORMATS, Dataset, ReadOptions, is_synthetic, load_dataset
 from mpi_sgd.data.partition import PARTITIONS
+from mpi_sgd.data.sizes import agreed_memory, check_model_size
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -59,6 +60,7 @@ from mpi_sgd.errors import (
 )
 from mpi_sgd.export import LOSS_OF_MODEL, save_model
 from mpi_sgd.faults import FaultInjector
+from mpi_sgd.health import Baselines, baselines, did_not_learn
 from mpi_sgd.labels import agree_classes, encode_labels
 from mpi_sgd.losses import LOSSES, get_loss
 from mpi_sgd.metrics import Console, MetricsWriter
@@ -97,21 +99,26 @@ applies the same update, so all ranks hold identical parameters after every step
 
 Objective (n = all training rows of all ranks; the intercept is not penalised):
     (1/n) sum_i loss(x_i, y_i) + l2/2 * ||coef||_2^2 + l1 * ||coef||_1
-L1 is applied by a proximal (soft-thresholding) step, so exact zeros appear.
+L1 is applied by a proximal (soft-thresholding) step, so exact zeros appear. Every
+optimiser's fixed point is this objective's minimiser (docs/algorithm.md lists what each
+flag combination minimises). An epoch whose training loss exceeds 100x the starting (all-zero)
+model's stops the run (exit 4); a run that ends worse than the best constant model (majority
+class, mean target) is flagged with a warning.
 
 Data PATH: a directory with X.npy and y.npy; a CSR directory (X_data.npy, X_indices.npy,
 X_indptr.npy, X_shape.npy, y.npy); a LIBSVM file (.svm/.libsvm/.svmlight); a CSV file (.csv,
-label in the first column, header line auto-detected); a directory or glob of such shards; or
+label in the first column, header line auto-detected); any other file is read by its content
+(LIBSVM or CSV, from its first lines), or as --format says; a directory or glob of such shards; or
 synthetic:KIND[,rows=N,test_rows=N,features=D,classes=K,seed=S,noise=F,nnz=N] (KIND:
 binary, multiclass, regression, sparse-binary). Without --train, a built-in synthetic data
 set matching --model is used."""
 
 EPILOG = """\
 exit codes: 0 ok; 1 internal error; 2 bad flag/configuration; 3 bad data;
-            4 diverged (non-finite loss) or ranks disagree; 5 output/model/checkpoint file;
-            6 stalled (watchdog, or --stop-grace ran out); 75 stopped by
-            SIGTERM/SIGUSR1/--stop-after with a checkpoint written (run again with
-            --resume); 130 interrupted.
+            4 diverged (non-finite, or 100x the starting loss) or ranks disagree;
+            5 output/model/checkpoint file; 6 stalled (watchdog, or --stop-grace ran
+            out); 75 stopped by SIGTERM/SIGUSR1/--stop-after with a checkpoint written
+            (run again with --resume); 130 interrupted.
 examples:
   mpiexec -n 2 python -m mpi_sgd.train
   mpiexec -n 4 python -m mpi_sgd.train --train data/train --test data/test \\
@@ -165,6 +172,22 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "when --train is synthetic, else none)",
     )
     g.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="format of --train; auto: a directory by its content (X.npy: npy, X_indptr.npy: "
+        "csr, else shards), a file by its suffix when that names a format (.svm/.libsvm/"
+        ".svmlight: libsvm, .csv: csv), else by its first data line (label index:value ...: "
+        "libsvm; comma-separated numbers, possibly after a header: csv), so a9a, a9a.t or "
+        "data.txt are read too; a forced format applies to every shard (default: %(default)s)",
+    )
+    g.add_argument(
+        "--test-format",
+        choices=FORMATS,
+        default="auto",
+        help="format of --test, as --format (default: %(default)s)",
+    )
+    g.add_argument(
         "--partition",
         choices=PARTITIONS,
         default=d.partition,
@@ -185,14 +208,19 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         type=int,
         metavar="D",
         help="feature count, for LIBSVM files whose highest feature index may be "
-        "absent (default: the highest index seen)",
+        "absent (default: the highest index seen); a width whose model cannot fit in memory "
+        "(6 x 8 bytes per parameter, against the physical memory) is refused before anything "
+        "is allocated",
     )
     g.add_argument(
         "--libsvm-index-base",
         choices=("auto", "0", "1"),
         default="auto",
-        help="first feature index of LIBSVM files; auto: one-based unless some row uses "
-        "index 0 (as svmlight readers do) (default: %(default)s)",
+        help="first feature index of LIBSVM files; auto: zero-based if some row uses index 0, "
+        "one-based if the highest index equals --n-features, else one-based with a warning "
+        "(a zero-based file whose column 0 is never set, as scikit-learn's "
+        "dump_svmlight_file can write, looks the same); the base chosen is shown on the first "
+        "output line, and --test is read with the same base (default: %(default)s)",
     )
 
     g = p.add_argument_group("model")
@@ -215,8 +243,10 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "--l1",
         type=float,
         default=d.l1,
-        help="L1 penalty strength (l1 ||coef||_1), "
-        "by a proximal step; with --l2 too, elastic net (default: %(default)s)",
+        help="L1 penalty strength (l1 ||coef||_1), by a proximal step thresholding by l1 times "
+        "each optimiser's settled step (lr; lr/(1-momentum); AdaGrad's and Adam's "
+        "per-coordinate steps), so every optimiser converges to this objective; with --l2 too, "
+        "elastic net; only with --sync gradients (default: %(default)s)",
     )
     g.add_argument("--no-intercept", action="store_true", help="fit no intercept (keep it 0)")
 
@@ -349,8 +379,10 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "runs SGD on its own rows without communicating, and the ranks average their "
         "parameters (weighted by the rows each used) every --average-every steps and at each "
         "epoch end; one-shot: average once, at the end of training (epoch lines evaluate the "
-        "average so far). Model averaging needs --optimizer sgd, and its result depends on "
-        "the number of ranks (default: %(default)s)",
+        "average so far). Model averaging needs --optimizer sgd and no --l1; except with "
+        "--average-every 1 it does not minimise the objective above exactly (its result "
+        "depends on the number of ranks and the partition: a warning says so) "
+        "(default: %(default)s)",
     )
     g.add_argument(
         "--average-every",
@@ -587,6 +619,8 @@ def _run_watched(
         csv_label_column=args.csv_label_column,
         n_features=args.n_features,
         index_base=None if args.libsvm_index_base == "auto" else int(args.libsvm_index_base),
+        fmt=args.format,
+        warn=console.warn,
     )
     t_load = time.perf_counter()
     phase("loading the data")
@@ -601,8 +635,12 @@ def _run_watched(
             csv_label_column=args.csv_label_column,
             n_features=train.n_features,
             split="test",
-            index_base=train.index_base,
+            index_base=train.index_base if train.fmt == "libsvm" else None,
             width_source=f"the training data {train.source}",
+            index_base_source=f"the training data {train.source} ({train.index_base_reason})",
+            fmt=args.test_format,
+            fmt_flag="--test-format",
+            warn=console.warn,
         )
         test = load_dataset(test_path, comm, test_opts)
     train = train.with_dtype(cfg.dtype)
@@ -615,8 +653,19 @@ def _run_watched(
             y_test = encode_labels(test.y, classes, loss, test.source)
     load_seconds = time.perf_counter() - t_load
 
+    check_model_size(
+        train.n_features,
+        loss.n_outputs(classes.size),
+        cfg.fit_intercept,
+        agreed_memory(comm),
+        source=train.source,
+        hint="cap the width with --n-features D, or use fewer classes",
+    )
     model = LinearModel(loss, train.n_features, loss.n_outputs(classes.size), cfg.fit_intercept)
     broadcast_params(model, comm)
+    base = baselines(loss, y_train, model.n_outputs, cfg.fit_intercept, comm)
+    for warning in cfg.objective_warnings(comm.size):
+        console.warn(warning)
     use_sparse = _choose_exchange(cfg, train, model, comm)
     chunk_rows = cfg.chunk_rows or auto_chunk_rows(
         train.n_features, max(1, cfg.batch_size // comm.size)
@@ -667,10 +716,15 @@ def _run_watched(
         position = _resume(args.checkpoint_dir, model, optimizer, info, comm, console)
     sizes = comm.allgather_int(train.n_local)
     console.log(
-        f"mpi_sgd {__version__}: {comm.size} rank(s); train {train.source}: {train.n_total} rows x "
+        f"mpi_sgd {__version__}: {comm.size} rank(s); train {train.source}{train.source_note}: "
+        f"{train.n_total} rows x "
         f"{train.n_features} features{' (sparse)' if train.is_sparse else ''}, rows per rank "
         f"{sizes.min()}..{sizes.max()}; "
-        + (f"test {test.source}: {test.n_total} rows; " if test is not None else "")
+        + (
+            f"test {test.source}{test.source_note}: {test.n_total} rows; "
+            if test is not None
+            else ""
+        )
         + f"loaded in {load_seconds:.2f}s"
     )
     console.log(
@@ -743,6 +797,7 @@ def _run_watched(
         faults=faults,
         sparse=use_sparse,
         train_loss_every=args.train_loss_every,
+        loss_limit=base.divergence_limit,
     )
     t_train = time.perf_counter()
     reports = trainer.fit(on_epoch)
@@ -759,6 +814,9 @@ def _run_watched(
         metrics.close()
         raise everywhere(Preempted(f"stopped by {trainer.stop_reason} at {where}; {saved}"))
     check_identical_params(model.params, comm, "the end of training")
+    if reports:
+        for warning in _learning_warnings(reports[-1], base):
+            console.warn(warning)
     phase("saving the model")
 
     with comm.collective_section():
@@ -796,6 +854,16 @@ def _run_watched(
         + (f"; model saved to {args.output}" if args.output else "")
     )
     return 0
+
+
+def _learning_warnings(last: EpochReport, base: Baselines) -> list[str]:
+    """The end-of-run check against the best constant model (see :mod:`mpi_sgd.health`): on the
+    full training loss when ``--eval-train`` measured it, else on the last epoch's running
+    mean; on the test accuracy when there is a test set, else the training accuracy."""
+    train_loss = last.train_eval.get("loss", last.train_loss)
+    if "accuracy" in last.test:
+        return did_not_learn(base, train_loss, last.test["accuracy"], "test")
+    return did_not_learn(base, train_loss, last.train_eval.get("accuracy"), "training")
 
 
 def _choose_exchange(

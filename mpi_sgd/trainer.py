@@ -39,6 +39,7 @@ from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.errors import DivergenceError, MpiSgdError, everywhere
 from mpi_sgd.evaluate import evaluate
 from mpi_sgd.faults import FaultInjector
+from mpi_sgd.health import check_divergence
 from mpi_sgd.metrics import peak_rss_mb
 from mpi_sgd.model import LinearModel
 from mpi_sgd.optim import SGD, Optimizer, Schedule, soft_threshold_
@@ -141,6 +142,9 @@ class Trainer:
     sparse : bool
         Use :class:`~mpi_sgd.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange only the
         touched coordinates and keep L2 lazy.
+    loss_limit : float
+        Stop with :class:`DivergenceError` after an epoch whose training loss exceeds it (see
+        :func:`mpi_sgd.health.check_divergence`); infinite by default.
 
     Notes
     -----
@@ -171,6 +175,7 @@ class Trainer:
         faults: FaultInjector | None = None,
         sparse: bool = False,
         train_loss_every: int = 1,
+        loss_limit: float = math.inf,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -190,6 +195,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.watchdog = watchdog
         self.faults = faults if faults else None
+        self.loss_limit = loss_limit
         P = model.n_params
         self._buf = np.zeros(P + 3)  # [gradient sums..., loss sum, row count, stop votes]
         self._grad = self._buf[:P]
@@ -541,6 +547,7 @@ class Trainer:
             allreduce_seconds=self._allreduce_seconds,
             samples=int(pos.epoch_count),
         )
+        check_divergence(report.train_loss, self.loss_limit, report.epoch, report.lr)
         pos.epochs_done += 1
         pos.step_in_epoch = 0
         pos.epoch_loss_sum = pos.epoch_count = pos.epoch_loss_count = 0.0

@@ -100,7 +100,8 @@ def test_momentum_three_steps(nesterov: bool) -> None:
     opt = Momentum(3, momentum=mu, nesterov=nesterov)
     traj, steps = run(opt)
     np.testing.assert_allclose(traj, hand_momentum(mu, nesterov), rtol=1e-14, atol=1e-15)
-    assert [float(s) for s in steps] == [LR] * 3
+    # the L1 step: the settled step length lr / (1 - mu), not lr (docs/algorithm.md)
+    assert [float(s) for s in steps] == [LR / (1 - mu)] * 3
     assert opt.t == 3
     # second step by hand for coordinate 0: buf = 0.9 * 1 + 0.5 = 1.4
     first = 0.5 - LR * (1.0 + mu * 1.0 if nesterov else 1.0)
