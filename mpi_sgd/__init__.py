@@ -11,7 +11,7 @@ __all__ = ["__version__", "load_model"]
 
 
 def load_model(path):
-    """Load a model saved by ``mpi_sgd.train --output DIR``; see ``mpi_sgd.export``."""
-    from mpi_sgd.export import load_model as _load
+    """Load a model saved by ``mpi_sgd.train --output DIR``; see ``mpi_sgd.state.export``."""
+    from mpi_sgd.state.export import load_model as _load
 
     return _load(path)

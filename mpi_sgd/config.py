@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from mpi_sgd.data.batching import SHUFFLES
 from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import ConfigError
-from mpi_sgd.losses import LOSSES
-from mpi_sgd.optim import OPTIMIZERS, SCHEDULES
+from mpi_sgd.model.losses import LOSSES
+from mpi_sgd.solvers.optim import OPTIMIZERS, SCHEDULES
 
 DTYPES = ("auto", "float64", "float32")
 EXCHANGES = ("auto", "dense", "sparse")

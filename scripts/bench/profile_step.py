@@ -37,10 +37,10 @@ from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import block_range, partition_rows
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import SGD, Schedule
-from mpi_sgd.trainer import EvalData, Trainer
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import SGD, Schedule
+from mpi_sgd.solvers.sgd import EvalData, Trainer
 
 LR = 0.1
 
@@ -51,7 +51,7 @@ def build(a: argparse.Namespace):
     y_all = np.load(os.path.join(a.data, "y.npy"), mmap_mode="r")
     n = X_all.shape[0]
     start, stop = block_range(n, 0, a.ranks)
-    X = X_all[start:stop]  # an np.memmap slice, as mpi_sgd.data.dataset._read_npy returns
+    X = X_all[start:stop]  # an np.memmap slice, as mpi_sgd.data.loader._read_npy returns
     loss = get_loss(a.model)
     y = loss.encode(np.asarray(y_all[start:stop], dtype=np.float64))
     K = int(y_all.max()) + 1 if a.model == "softmax" else 2
@@ -81,7 +81,7 @@ def cli_defaults() -> dict:
     often the reported train loss is measured), for versions that have them."""
     out = {}
     if "train_loss_every" in inspect.signature(Trainer).parameters:
-        from mpi_sgd.train import build_parser
+        from mpi_sgd.cli.train import build_parser
 
         out["train_loss_every"] = int(build_parser().get_default("train_loss_every"))
     return out

@@ -16,7 +16,7 @@ The Allreduce is hierarchical: a shared-memory reduction among the ranks of a no
 standard inter-node algorithms (Thakur, Rabenseifner & Gropp 2005), taking the cheaper of
 recursive doubling, ``log2(N) (a + n B)``, and Rabenseifner's reduce-scatter + allgather,
 ``2 log2(N) a + 2 (N - 1)/N n B``, with latency ``a`` and inverse bandwidth ``B`` of the
-interconnect. The sparse exchange of :mod:`mpi_sgd.sparse` is an allgather of every rank's
+interconnect. The sparse exchange of :mod:`mpi_sgd.solvers.sparse` is an allgather of every rank's
 touched entries: ``log2(R N) a + (R N - 1) m B`` for ``m`` bytes per rank.
 """
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import mpi_sgd
+from mpi_sgd.cli.train import build_parser
 from mpi_sgd.data import synthetic
-from mpi_sgd.train import build_parser
 from tests.e2e.helpers import error_lines, mpirun
 
 

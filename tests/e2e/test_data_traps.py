@@ -130,7 +130,7 @@ def test_a_csv_whose_first_row_is_bad_data_names_line_1(tmp_path):
 
 
 def test_help_documents_the_format_flags():
-    from mpi_sgd.train import build_parser
+    from mpi_sgd.cli.train import build_parser
 
     text = build_parser().format_help()
     assert "--format {auto,npy,csr,libsvm,csv}" in text and "--test-format" in text

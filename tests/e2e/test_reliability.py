@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import mpi_sgd
-from mpi_sgd.checkpoint import find_latest, load_checkpoint
 from mpi_sgd.data.batching import BatchPlan, auto_chunk_rows
 from mpi_sgd.data.partition import partition_rows, steps_per_epoch
+from mpi_sgd.state.checkpoint import find_latest, load_checkpoint
 from tests.e2e.helpers import ROOT, env, error_lines, mpi_command, mpirun
 from tests.numpy_reference import ReferenceOptimizer, logistic_loss_grad
 

@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 
 import mpi_sgd
-from mpi_sgd.checkpoint import find_latest
+from mpi_sgd.state.checkpoint import find_latest
 from tests.e2e.helpers import mpirun
 from tests.numpy_reference import breast_cancer
 

@@ -17,14 +17,14 @@ from scipy.special import expit, logsumexp
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
-from mpi_sgd.data.dataset import ReadOptions, load_dataset
+from mpi_sgd.data.labels import agree_classes, encode_labels
+from mpi_sgd.data.loader import ReadOptions, load_dataset
 from mpi_sgd.data.partition import RowOwnership, block_range
 from mpi_sgd.errors import DataError, DivergenceError, PeerFailure
-from mpi_sgd.labels import agree_classes, encode_labels
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import Schedule, make_optimizer
-from mpi_sgd.trainer import EvalData, Trainer, broadcast_params, check_identical_params
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import EvalData, Trainer, broadcast_params, check_identical_params
 from tests.mpi.conftest import assert_all, assert_allclose_all
 
 pytestmark = pytest.mark.mpi(min_size=2)

@@ -7,9 +7,9 @@ import pytest
 from sklearn.datasets import load_diabetes, load_digits
 
 from mpi_sgd.comm import Communicator
-from mpi_sgd.health import baselines
-from mpi_sgd.labels import agree_classes, encode_labels
-from mpi_sgd.losses import get_loss
+from mpi_sgd.data.labels import agree_classes, encode_labels
+from mpi_sgd.model.health import baselines
+from mpi_sgd.model.losses import get_loss
 from tests.mpi.conftest import assert_allclose_all
 
 pytestmark = pytest.mark.mpi(min_size=2)

@@ -18,10 +18,10 @@ from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import RowOwnership
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import Schedule, make_optimizer
-from mpi_sgd.trainer import EvalData, Trainer, broadcast_params
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import EvalData, Trainer, broadcast_params
 from tests.mpi.conftest import assert_all, assert_allclose_all
 from tests.numpy_reference import ReferenceOptimizer, breast_cancer, logistic_loss_grad
 

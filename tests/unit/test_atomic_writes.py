@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mpi_sgd.checkpoint import (
+from mpi_sgd.errors import CheckpointError
+from mpi_sgd.state.checkpoint import (
     TrainingPosition,
     find_latest,
     list_checkpoints,
@@ -31,8 +32,7 @@ from mpi_sgd.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from mpi_sgd.errors import CheckpointError
-from mpi_sgd.export import TEMP_PREFIX, load_model, save_model
+from mpi_sgd.state.export import TEMP_PREFIX, load_model, save_model
 
 INFO = {
     "model": {"kind": "logistic", "n_features": 2, "n_outputs": 1, "classes": [0.0, 1.0]},

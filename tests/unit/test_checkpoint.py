@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from mpi_sgd.checkpoint import (
+from mpi_sgd.errors import CheckpointError
+from mpi_sgd.state.checkpoint import (
     CorruptCheckpoint,
     TrainingPosition,
     check_compatible,
@@ -19,7 +20,6 @@ from mpi_sgd.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from mpi_sgd.errors import CheckpointError
 
 INFO = {
     "model": {"kind": "logistic", "n_features": 2, "n_outputs": 1, "classes": [0.0, 1.0]},

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mpi_sgd import datasets
+from mpi_sgd.data import tool as datasets
 from mpi_sgd.data.partition import block_range
 from mpi_sgd.data.synthetic import BLOCK_ROWS, SyntheticSpec, generate_rows, parse_synthetic
 

@@ -1,4 +1,4 @@
-"""Serial tests of :mod:`mpi_sgd.export`: saving, loading and predicting without pickle."""
+"""Serial tests of :mod:`mpi_sgd.state.export`: saving, loading and predicting without pickle."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sklearn.metrics import r2_score
 
 import mpi_sgd
 from mpi_sgd.errors import CheckpointError
-from mpi_sgd.export import (
+from mpi_sgd.state.export import (
     FORMAT_VERSION,
     SavedModel,
     atomic_write_bytes,

@@ -1,4 +1,4 @@
-"""The trivial-model baselines, the divergence rule and the end-of-run check (mpi_sgd.health).
+"""The trivial-model baselines, the divergence rule and the end-of-run check (mpi_sgd.model.health).
 
 Baselines are checked against scikit-learn's DummyClassifier / DummyRegressor losses on real
 data, and against a fit of an intercept-only model by scipy (the best constant model).
@@ -16,10 +16,16 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.metrics import hinge_loss, log_loss, mean_squared_error
 
 from mpi_sgd.comm import Communicator
+from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.errors import DivergenceError
-from mpi_sgd.health import DIVERGENCE_RATIO, Baselines, baselines, check_divergence, did_not_learn
-from mpi_sgd.labels import agree_classes, encode_labels
-from mpi_sgd.losses import get_loss
+from mpi_sgd.model.health import (
+    DIVERGENCE_RATIO,
+    Baselines,
+    baselines,
+    check_divergence,
+    did_not_learn,
+)
+from mpi_sgd.model.losses import get_loss
 
 
 def encoded(model: str, y: np.ndarray) -> tuple[np.ndarray, int]:

@@ -20,12 +20,12 @@ from sklearn.preprocessing import StandardScaler
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
+from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.data.partition import RowOwnership
-from mpi_sgd.labels import agree_classes, encode_labels
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import Schedule, make_optimizer
-from mpi_sgd.trainer import EvalData, Trainer
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import EvalData, Trainer
 
 # optimiser -> (learning rate for least squares, for the classifiers, schedule) that converges
 # full-batch on the standardised data sets. Adam's fixed point is the optimum too, but at a

@@ -17,10 +17,10 @@ from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import RowOwnership
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import OPTIMIZERS, Schedule, make_optimizer
-from mpi_sgd.trainer import EvalData, Trainer
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import OPTIMIZERS, Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import EvalData, Trainer
 from tests.numpy_reference import ReferenceOptimizer, breast_cancer, logistic_loss_grad
 
 LR, L1, L2, STEPS = 0.3, 0.02, 0.01, 3

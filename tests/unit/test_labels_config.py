@@ -1,4 +1,4 @@
-"""Serial tests of :mod:`mpi_sgd.labels` (one-rank communicator) and :mod:`mpi_sgd.config`."""
+"""Serial tests of :mod:`mpi_sgd.data.labels` (one-rank communicator) and :mod:`mpi_sgd.config`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
+from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.errors import ConfigError, DataError, MpiSgdError
-from mpi_sgd.labels import agree_classes, encode_labels
-from mpi_sgd.losses import get_loss
+from mpi_sgd.model.losses import get_loss
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """A loaded model takes what scikit-learn takes, and refuses what scikit-learn refuses.
 
 The coefficients of scikit-learn's own ``LogisticRegression`` (fitted on standardised real data)
-are written with :func:`mpi_sgd.export.save_model` and loaded with :func:`mpi_sgd.load_model`;
+are written with :func:`mpi_sgd.state.export.save_model` and loaded with :func:`mpi_sgd.load_model`;
 the loaded model must then predict exactly as scikit-learn does on lists, arrays and sparse
 matrices, and raise ``ValueError`` on every input that makes scikit-learn raise ``ValueError``.
 """
@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import mpi_sgd
-from mpi_sgd.export import SavedModel, save_model
+from mpi_sgd.state.export import SavedModel, save_model
 
 
 def fitted(loader: Callable[..., Any]) -> tuple[np.ndarray, LogisticRegression]:

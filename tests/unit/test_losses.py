@@ -1,4 +1,4 @@
-"""Serial tests of :mod:`mpi_sgd.losses`: values, derivatives, stability, encodings."""
+"""Serial tests of :mod:`mpi_sgd.model.losses`: values, derivatives, stability, encodings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mpi_sgd.errors import ConfigError
-from mpi_sgd.losses import LOSSES, HingeLoss, LogisticLoss, SoftmaxLoss, SquaredLoss, get_loss
+from mpi_sgd.model.losses import LOSSES, HingeLoss, LogisticLoss, SoftmaxLoss, SquaredLoss, get_loss
 
 # ------------------------------------------------------------------ independent references
 

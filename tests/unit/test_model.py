@@ -1,4 +1,5 @@
-"""Serial tests of :mod:`mpi_sgd.model` (gradients, views) and :mod:`mpi_sgd.evaluate`."""
+"""Serial tests of :mod:`mpi_sgd.model.linear` (gradients, views) and
+:mod:`mpi_sgd.model.evaluate`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 from sklearn.metrics import mean_squared_error, r2_score
 
-from mpi_sgd import evaluate as evaluate_mod
 from mpi_sgd.comm import Communicator
-from mpi_sgd.evaluate import evaluate, penalty
-from mpi_sgd.losses import LOSSES, get_loss
-from mpi_sgd.model import LinearModel
+from mpi_sgd.model import evaluate as evaluate_mod
+from mpi_sgd.model.evaluate import evaluate, penalty
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import LOSSES, get_loss
 
 K_SOFTMAX = 3
 

@@ -1,4 +1,4 @@
-"""Serial tests of :mod:`mpi_sgd.optim`: update rules, state, proximal step, schedules."""
+"""Serial tests of :mod:`mpi_sgd.solvers.optim`: update rules, state, proximal step, schedules."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from sklearn.linear_model import ElasticNet
 
 from mpi_sgd.errors import CheckpointError, ConfigError
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import (
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import (
     OPTIMIZERS,
     SCHEDULES,
     SGD,

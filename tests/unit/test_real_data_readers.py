@@ -1,6 +1,6 @@
 """Serial tests of the loader on real data (issue #8): scikit-learn's bundled data sets written
 with ``dump_svmlight_file`` and ``np.savetxt``, and scikit-learn's own svmlight test files, read
-back with :func:`mpi_sgd.data.dataset.load_dataset` and compared with ``load_svmlight_file``.
+back with :func:`mpi_sgd.data.loader.load_dataset` and compared with ``load_svmlight_file``.
 
 Covers the LIBSVM index base (detected, guessed with a warning, forced, and agreed between a
 training and a test file), the format told by content or flag rather than by suffix only, and
@@ -28,7 +28,7 @@ from sklearn.datasets import (
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.data import sniff
-from mpi_sgd.data.dataset import Dataset, ReadOptions, describe_source, load_dataset
+from mpi_sgd.data.loader import Dataset, ReadOptions, describe_source, load_dataset
 from mpi_sgd.errors import ConfigError, DataError, MpiSgdError
 
 SKLEARN_DATA = Path(sklearn.__file__).parent / "datasets" / "tests" / "data"

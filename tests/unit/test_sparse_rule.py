@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mpi_sgd.sparse import PAYOFF, sparse_exchange_pays
+from mpi_sgd.solvers.sparse import PAYOFF, sparse_exchange_pays
 
 W2_PARAMS = 2**18 + 1
 

@@ -16,10 +16,10 @@ from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import RowOwnership
-from mpi_sgd.losses import get_loss
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import OPTIMIZERS, Schedule, make_optimizer
-from mpi_sgd.trainer import EvalData, Trainer
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import get_loss
+from mpi_sgd.solvers.optim import OPTIMIZERS, Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import EvalData, Trainer
 
 N_FEATURES = 20_000  # 160 KB of parameters: any temporary of that size stands out
 ROWS, BATCH = 96, 8

@@ -12,7 +12,7 @@ from tests.e2e.helpers import ROOT
 PROBE = """
 import json, os
 import numpy as np
-from mpi_sgd.threads import blas_thread_counts, limit_blas_threads
+from mpi_sgd.runtime.threads import blas_thread_counts, limit_blas_threads
 np.ones((64, 64)) @ np.ones((64, 64))
 before = blas_thread_counts()
 limit_blas_threads(1)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mpi_sgd.checkpoint import (
+from mpi_sgd.errors import EXIT_CHECKPOINT, CheckpointError
+from mpi_sgd.state.checkpoint import (
     CorruptCheckpoint,
     TrainingPosition,
     arrays_path,
@@ -32,8 +33,7 @@ from mpi_sgd.checkpoint import (
     manifest_path,
     save_checkpoint,
 )
-from mpi_sgd.errors import EXIT_CHECKPOINT, CheckpointError
-from mpi_sgd.export import load_model, save_model
+from mpi_sgd.state.export import load_model, save_model
 
 INFO = {
     "mpi_sgd_version": "0.1.0",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from mpi_sgd.losses import Loss
+from mpi_sgd.model.losses import Loss
 
 
 class LinearModel:

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpi_sgd.comm import Communicator
-from mpi_sgd.model import LinearModel
+from mpi_sgd.model.linear import LinearModel
 
 FOLD_BELOW = 1e-6
 PAYOFF = 4.5  # the sparse payload must be this many times smaller than the parameters

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpi_sgd.comm import Communicator
-from mpi_sgd.model import LinearModel
+from mpi_sgd.model.linear import LinearModel
 
 EVAL_CHUNK_ROWS = 65_536
 

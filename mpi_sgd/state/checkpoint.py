@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from mpi_sgd.errors import CheckpointError
-from mpi_sgd.export import (
+from mpi_sgd.state.export import (
     LOSS_OF_MODEL,
     MAX_JSON_BYTES,
     MAX_NPZ_MEMBERS,
@@ -63,7 +63,7 @@ class CorruptCheckpoint(CheckpointError):
     it for an older one."""
 
 
-FORMAT = "mpi_sgd.checkpoint"
+FORMAT = "mpi_sgd.state.checkpoint"
 FORMAT_VERSION = 1
 # The names the writer uses (ASCII digits only; fullmatch, so no trailing newline either).
 _NAME = re.compile(r"ckpt-([0-9]{10})\.json", re.ASCII)

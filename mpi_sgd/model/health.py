@@ -29,7 +29,7 @@ import numpy as np
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.errors import DivergenceError, everywhere
-from mpi_sgd.losses import Loss
+from mpi_sgd.model.losses import Loss
 
 DIVERGENCE_RATIO = 100.0
 _CHUNK_ROWS = 65_536

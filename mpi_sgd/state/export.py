@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike
 from scipy.special import expit, softmax
 
 from mpi_sgd.errors import CheckpointError
-from mpi_sgd.metrics import json_safe
+from mpi_sgd.reporting.metrics import json_safe
 
 FORMAT_VERSION = 1
 TEMP_PREFIX = ".tmp-"  # the names of atomic_write_bytes's temporary files start with this

@@ -11,7 +11,7 @@ import numpy as np
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.errors import DataError, everywhere
-from mpi_sgd.losses import Loss
+from mpi_sgd.model.losses import Loss
 
 MAX_CLASSES = 10_000
 

@@ -32,20 +32,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from mpi_sgd.checkpoint import TrainingPosition
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.errors import DivergenceError, MpiSgdError, everywhere
-from mpi_sgd.evaluate import evaluate
-from mpi_sgd.faults import FaultInjector
-from mpi_sgd.health import check_divergence
-from mpi_sgd.metrics import peak_rss_mb
-from mpi_sgd.model import LinearModel
-from mpi_sgd.optim import SGD, Optimizer, Schedule, soft_threshold_
-from mpi_sgd.preemption import StopRequest, describe_votes
-from mpi_sgd.sparse import SparseStep
-from mpi_sgd.watchdog import Watchdog
+from mpi_sgd.model.evaluate import evaluate
+from mpi_sgd.model.health import check_divergence
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.reporting.metrics import peak_rss_mb
+from mpi_sgd.runtime.faults import FaultInjector
+from mpi_sgd.runtime.preemption import StopRequest, describe_votes
+from mpi_sgd.runtime.watchdog import Watchdog
+from mpi_sgd.solvers.optim import SGD, Optimizer, Schedule, soft_threshold_
+from mpi_sgd.solvers.sparse import SparseStep
+from mpi_sgd.state.checkpoint import TrainingPosition
 
 # The row count a failed rank sends in its step's exchange: every sum over ranks stays negative.
 FAILED_STEP = -(2.0**52)
@@ -140,11 +140,11 @@ class Trainer:
         epoch only (so every epoch measures at least its first step); the gradient is computed
         every step regardless.
     sparse : bool
-        Use :class:`~mpi_sgd.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange only the
-        touched coordinates and keep L2 lazy.
+        Use :class:`~mpi_sgd.solvers.sparse.SparseStep` (CSR data, plain SGD, no L1): exchange
+        only the touched coordinates and keep L2 lazy.
     loss_limit : float
         Stop with :class:`DivergenceError` after an epoch whose training loss exceeds it (see
-        :func:`mpi_sgd.health.check_divergence`); infinite by default.
+        :func:`mpi_sgd.model.health.check_divergence`); infinite by default.
 
     Notes
     -----
@@ -350,7 +350,7 @@ class Trainer:
         return (loss_sum if with_loss else math.nan), count
 
     def _sparse_step(self, rows: slice | np.ndarray) -> tuple[float, float]:
-        """:meth:`step` for the sparse design (see :mod:`mpi_sgd.sparse`). Collective."""
+        """:meth:`step` for the sparse design (see :mod:`mpi_sgd.solvers.sparse`). Collective."""
         sparse, pos = self.sparse, self.position
         assert sparse is not None
         t = pos.global_step
