@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpi_sgd.errors import EXIT_INTERNAL, MpiSgdError, PeerFailure
+from mpi_sgd.errors import EXIT_INTERNAL, DivergenceError, MpiSgdError, PeerFailure, everywhere
 
 # MPI counts are C ints: one call moves at most 2**31 - 1 elements. Larger buffers are reduced in
 # chunks of this many elements (a class attribute so tests can shrink it).
@@ -219,6 +220,44 @@ class Communicator:
             if not isinstance(exc, MpiSgdError):
                 error.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
         self.check_all(error)
+
+
+def params_digest(params: np.ndarray) -> str:
+    """A short SHA-256 digest of the parameter bytes."""
+    return hashlib.sha256(params.tobytes()).hexdigest()[:16]
+
+
+def check_identical_params(params: np.ndarray, comm: Communicator, when: str) -> None:
+    """Raise :class:`DivergenceError` on every rank if the ranks' parameters differ or are not
+    finite. Collective."""
+    finite = bool(np.isfinite(params).all())
+    digests = comm.allgather_str(params_digest(params) + ("" if finite else "!nonfinite"))
+    if all(d.endswith("!nonfinite") for d in digests):
+        raise everywhere(
+            DivergenceError(
+                f"the parameters are not finite at {when}; try a smaller --lr, a warm-up, or "
+                "standardised features"
+            )
+        )
+    if len(set(digests)) > 1:
+        majority = max(set(digests), key=digests.count)
+        odd = [r for r, d in enumerate(digests) if d != majority]
+        if 2 * len(odd) >= len(digests):  # no strict majority: name every group
+            groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
+            who = " vs ".join(f"rank(s) {g}" for g in groups.values())
+        else:
+            who = f"rank(s) {odd} differ from the others"
+        raise everywhere(
+            DivergenceError(
+                f"ranks hold different parameters at {when}: {who} (memory corruption, or ranks "
+                "running different code or libraries)"
+            )
+        )
+
+
+def broadcast_params(params: np.ndarray, comm: Communicator) -> None:
+    """Overwrite every rank's ``params`` with rank 0's, in place. Collective."""
+    comm.bcast_(params, root=0)
 
 
 def _nothing() -> None:

@@ -7,7 +7,7 @@
 * errors found by some ranks only while reading or checking their own data are agreed on
   collectively (see :meth:`Communicator.collective_section`) and then handled as above;
 * a failure inside a training step, on any ranks, is sent to the others through the step's own
-  exchange (see :meth:`Trainer._fail_together`) and then handled as above;
+  exchange (see :meth:`SGDSolver._fail_together`) and then handled as above;
 * anything else on one rank (a bug after a step's exchange, in evaluation) is printed by that
   rank, which then calls ``MPI_Abort`` so that no peer waits forever in a collective.
 
@@ -23,72 +23,34 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import os
 import sys
-import tempfile
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator, describe_error
 from mpi_sgd.config import DTYPES, EXCHANGES, SYNCS, TrainConfig
-from mpi_sgd.data.batching import SHUFFLES, BatchPlan, auto_chunk_rows
-from mpi_sgd.data.labels import agree_classes, encode_labels
-from mpi_sgd.data.loader import FORMATS, Dataset, ReadOptions, is_synthetic, load_dataset
+from mpi_sgd.data.batching import SHUFFLES
+from mpi_sgd.data.loader import FORMATS
 from mpi_sgd.data.partition import PARTITIONS
-from mpi_sgd.data.sizes import agreed_memory, check_model_size
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     EXIT_WATCHDOG,
-    CheckpointError,
     ConfigError,
     MpiSgdError,
     Preempted,
     everywhere,
 )
-from mpi_sgd.model.health import Baselines, baselines, did_not_learn
-from mpi_sgd.model.linear import LinearModel
-from mpi_sgd.model.losses import LOSSES, get_loss
-from mpi_sgd.reporting.metrics import Console, MetricsWriter
-from mpi_sgd.runtime.faults import FaultInjector
-from mpi_sgd.runtime.preemption import StopRequest
-from mpi_sgd.runtime.threads import limit_blas_threads
-from mpi_sgd.runtime.watchdog import Watchdog
-from mpi_sgd.solvers.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, make_optimizer
-from mpi_sgd.solvers.sgd import (
-    EpochReport,
-    EvalData,
-    Trainer,
-    broadcast_params,
-    check_identical_params,
-)
-from mpi_sgd.solvers.sparse import sparse_exchange_pays
-from mpi_sgd.state.checkpoint import (
-    TrainingPosition,
-    check_compatible,
-    find_latest,
-    list_checkpoints,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
-from mpi_sgd.state.export import LOSS_OF_MODEL, save_model
-
-if TYPE_CHECKING:
-    import scipy.sparse as sp
+from mpi_sgd.model.losses import LOSSES
+from mpi_sgd.pipeline import RunOptions, train
+from mpi_sgd.solvers.optim import OPTIMIZERS, SCHEDULES
 
 PROG = "mpi_sgd.train"
 ABORT_DELAY_SECONDS = 0.3
-DEFAULT_DATA = {
-    "logistic": "synthetic:binary",
-    "hinge": "synthetic:binary",
-    "softmax": "synthetic:multiclass",
-    "squared": "synthetic:regression",
-}
 
 DESCRIPTION = """\
 Train a linear model with synchronous data-parallel SGD over MPI.
@@ -107,8 +69,10 @@ class, mean target) is flagged with a warning.
 
 Data PATH: a directory with X.npy and y.npy; a CSR directory (X_data.npy, X_indices.npy,
 X_indptr.npy, X_shape.npy, y.npy); a LIBSVM file (.svm/.libsvm/.svmlight); a CSV file (.csv,
-label in the first column, header line auto-detected); any other file is read by its content
-(LIBSVM or CSV, from its first lines), or as --format says; a directory or glob of such shards; or
+label in the first column, header line auto-detected); either compressed (.gz/.bz2/.xz); a
+Parquet file, directory (Spark/pandas dataset) or glob (pip install 'mpi_sgd[parquet]'); an
+HDF5 file (pip install 'mpi_sgd[hdf5]'); any other file is read by its content (LIBSVM or
+CSV, from its first lines), or as --format says; a directory or glob of such shards; or
 synthetic:KIND[,rows=N,test_rows=N,features=D,classes=K,seed=S,noise=F,nnz=N] (KIND:
 binary, multiclass, regression, sparse-binary). Without --train, a built-in synthetic data
 set matching --model is used."""
@@ -176,8 +140,10 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         choices=FORMATS,
         default="auto",
         help="format of --train; auto: a directory by its content (X.npy: npy, X_indptr.npy: "
-        "csr, else shards), a file by its suffix when that names a format (.svm/.libsvm/"
-        ".svmlight: libsvm, .csv: csv), else by its first data line (label index:value ...: "
+        "csr, Parquet files: parquet, else shards), a file by its suffix when that names a "
+        "format (.svm/.libsvm/.svmlight: libsvm, .csv: csv, also before .gz/.bz2/.xz; "
+        ".parquet; .h5/.hdf5/.h5ad: hdf5), else by its first bytes (Parquet, HDF5, gzip/bzip2/xz) "
+        "and its first data line (label index:value ...: "
         "libsvm; comma-separated numbers, possibly after a header: csv), so a9a, a9a.t or "
         "data.txt are read too; a forced format applies to every shard (default: %(default)s)",
     )
@@ -221,6 +187,39 @@ def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
         "(a zero-based file whose column 0 is never set, as scikit-learn's "
         "dump_svmlight_file can write, looks the same); the base chosen is shown on the first "
         "output line, and --test is read with the same base (default: %(default)s)",
+    )
+    g.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="Parquet: the label column (default: whichever of label, y, target the data has)",
+    )
+    g.add_argument(
+        "--feature-columns",
+        metavar="LIST",
+        help="Parquet: the feature columns, comma-separated names or shell patterns ('f*'), in "
+        "order; a list column of fixed length gives one feature per element (default: every "
+        "numeric, boolean or numeric-list column but the label; --test is matched by name)",
+    )
+    g.add_argument(
+        "--impute",
+        choices=("none", "zero", "mean"),
+        default="none",
+        help="Parquet: null feature values are refused, naming file, row group and column "
+        "(none), or filled with 0 or with the column's mean over every rank's rows (--test is "
+        "filled with the training means); null labels are always refused (default: "
+        "%(default)s)",
+    )
+    g.add_argument(
+        "--h5-x",
+        metavar="PATH",
+        help="HDF5: the features, a 2-D dataset or a CSR group (data, indices, indptr, shape "
+        "attribute; the anndata layout), e.g. /group/features (default: X)",
+    )
+    g.add_argument(
+        "--h5-y",
+        metavar="PATH",
+        help="HDF5: the labels, a 1-D dataset or an anndata categorical, e.g. obs/cell_type "
+        "(default: y)",
     )
 
     g = p.add_argument_group("model")
@@ -534,38 +533,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise everywhere(exc) from None
 
 
-def _prepare_output(args: argparse.Namespace, comm: Communicator) -> None:
-    """Fail fast, before reading any data, if rank 0 cannot write --output or
-    --checkpoint-dir, or if a fresh run would mix its checkpoints with an earlier run's.
-    Collective."""
-    with comm.collective_section():
-        if not comm.is_root:
-            return
-        for flag, directory in (
-            ("--output", args.output),
-            ("--checkpoint-dir", args.checkpoint_dir),
-        ):
-            if not directory:
-                continue
-            try:
-                os.makedirs(directory, exist_ok=True)
-                with tempfile.TemporaryFile(dir=directory):
-                    pass
-            except OSError as exc:
-                raise CheckpointError(
-                    f"{flag} {directory!r} is not a writable directory: {exc.strerror or exc}"
-                ) from exc
-        if args.checkpoint_dir:
-            existing = list_checkpoints(args.checkpoint_dir)
-            if existing and not args.resume:
-                raise CheckpointError(
-                    f"--checkpoint-dir {args.checkpoint_dir!r} already holds checkpoints of an "
-                    f"earlier run (newest: global step {existing[0]}); pass --resume to continue "
-                    "it, or use an empty directory"
-                )
-            remove_stale_temporaries(args.checkpoint_dir)
-
-
 def run(args: argparse.Namespace, comm: Communicator) -> int:
     """Train as ``args`` say. Collective."""
     cfg = config_from_args(args)
@@ -573,329 +540,13 @@ def run(args: argparse.Namespace, comm: Communicator) -> int:
         raise everywhere(ConfigError(f"--blas-threads must be >= 1, got {args.blas_threads}"))
     _check_reliability_flags(args)
     _check_sync_flags(args)
-    limit_blas_threads(args.blas_threads)
-    # Under model averaging the ranks agree on a stop only at the averages, which may be far
-    # apart: no grace period there.
-    grace = args.stop_grace if cfg.sync == "gradients" else 0.0
-    stop_request = StopRequest(
-        args.stop_after, grace=grace, abort=functools.partial(_abort_stalled, comm)
-    ).install()
-    # Watches every phase, not just the steps: a rank stuck reading its data or writing a
-    # checkpoint on a dead file system leaves its peers waiting in the next collective.
-    watchdog = Watchdog(args.watchdog, comm).start("starting") if args.watchdog else None
-    try:
-        return _run_watched(args, comm, cfg, stop_request, watchdog)
-    finally:
-        if watchdog is not None:
-            watchdog.stop()
-        stop_request.uninstall()
-
-
-def _run_watched(
-    args: argparse.Namespace,
-    comm: Communicator,
-    cfg: TrainConfig,
-    stop_request: StopRequest,
-    watchdog: Watchdog | None,
-) -> int:
-    """The body of :func:`run`, with the stop request and watchdog in place. Collective."""
-
-    def phase(name: str) -> None:
-        if watchdog is not None:
-            watchdog.beat(name)
-
-    console = Console(comm.is_root, progress=args.progress, quiet=args.quiet)
-    _prepare_output(args, comm)
-    with comm.collective_section():
-        metrics = MetricsWriter(args.metrics, enabled=comm.is_root, append=args.resume)
-
-    train_path = args.train or DEFAULT_DATA[cfg.model]
-    test_path = args.test
-    if test_path is None and is_synthetic(train_path):
-        test_path = train_path
-    opts = ReadOptions(
-        partition=cfg.partition,
-        seed=cfg.seed,
-        csv_label_column=args.csv_label_column,
-        n_features=args.n_features,
-        index_base=None if args.libsvm_index_base == "auto" else int(args.libsvm_index_base),
-        fmt=args.format,
-        warn=console.warn,
-    )
-    t_load = time.perf_counter()
-    phase("loading the data")
-    faults = FaultInjector(comm.rank)
-    faults.while_loading()
-    train = load_dataset(train_path, comm, opts)
-    test = None
-    if test_path is not None:
-        test_opts = ReadOptions(
-            partition=cfg.partition,
-            seed=cfg.seed,
-            csv_label_column=args.csv_label_column,
-            n_features=train.n_features,
-            split="test",
-            index_base=train.index_base if train.fmt == "libsvm" else None,
-            width_source=f"the training data {train.source}",
-            index_base_source=f"the training data {train.source} ({train.index_base_reason})",
-            fmt=args.test_format,
-            fmt_flag="--test-format",
-            warn=console.warn,
-        )
-        test = load_dataset(test_path, comm, test_opts)
-    train = train.with_dtype(cfg.dtype)
-    test = test.with_dtype(cfg.dtype) if test is not None else None
-    loss = get_loss(cfg.model)
-    classes = agree_classes(train.y, loss, comm, train.source)
-    with comm.collective_section():
-        y_train = encode_labels(train.y, classes, loss, train.source)
-        if test is not None:
-            y_test = encode_labels(test.y, classes, loss, test.source)
-    load_seconds = time.perf_counter() - t_load
-
-    check_model_size(
-        train.n_features,
-        loss.n_outputs(classes.size),
-        cfg.fit_intercept,
-        agreed_memory(comm),
-        source=train.source,
-        hint="cap the width with --n-features D, or use fewer classes",
-    )
-    model = LinearModel(loss, train.n_features, loss.n_outputs(classes.size), cfg.fit_intercept)
-    broadcast_params(model, comm)
-    base = baselines(loss, y_train, model.n_outputs, cfg.fit_intercept, comm)
-    for warning in cfg.objective_warnings(comm.size):
-        console.warn(warning)
-    use_sparse = _choose_exchange(cfg, train, model, comm)
-    chunk_rows = cfg.chunk_rows or auto_chunk_rows(
-        train.n_features, max(1, cfg.batch_size // comm.size)
-    )
-    plan = BatchPlan(
-        train.ownership,
-        train.n_total,
-        cfg.batch_size,
-        cfg.shuffle,
-        cfg.seed,
-        comm.rank,
-        chunk_rows=chunk_rows,
-    )
-    S = plan.steps_per_epoch
-    schedule = Schedule(
-        cfg.schedule,
-        cfg.lr,
-        total_steps=cfg.epochs * S,
-        steps_per_epoch=S,
-        warmup_steps=round(cfg.warmup_epochs * S),
-        power_t=cfg.power_t,
-        gamma=cfg.lr_gamma,
-        step_epochs=cfg.lr_step_epochs,
-    )
-    optimizer = make_optimizer(
-        cfg.optimizer,
-        model.n_params,
-        momentum=cfg.momentum,
-        beta1=cfg.beta1,
-        beta2=cfg.beta2,
-        eps=cfg.eps,
-    )
-    info = {
-        "mpi_sgd_version": __version__,
-        "model": {
-            "kind": cfg.model,
-            "n_features": train.n_features,
-            "n_outputs": model.n_outputs,
-            "classes": [float(c) for c in classes],
-        },
-        "n_params": model.n_params,
-        "config": cfg.to_dict(),
-        "data": {"train": train_path, "test": test_path, "n_train": train.n_total},
-    }
-    position = TrainingPosition()
-    if args.resume:
-        phase("loading the checkpoint")
-        position = _resume(args.checkpoint_dir, model, optimizer, info, comm, console)
-    sizes = comm.allgather_int(train.n_local)
-    console.log(
-        f"mpi_sgd {__version__}: {comm.size} rank(s); train {train.source}{train.source_note}: "
-        f"{train.n_total} rows x "
-        f"{train.n_features} features{' (sparse)' if train.is_sparse else ''}, rows per rank "
-        f"{sizes.min()}..{sizes.max()}; "
-        + (
-            f"test {test.source}{test.source_note}: {test.n_total} rows; "
-            if test is not None
-            else ""
-        )
-        + f"loaded in {load_seconds:.2f}s"
-    )
-    console.log(
-        f"model {cfg.model}"
-        + (f" ({classes.size} classes)" if loss.is_classifier else "")
-        + f", optimizer {cfg.optimizer}, lr {cfg.lr:g} ({cfg.schedule}), global batch "
-        f"{plan.batch_size} ({S} steps/epoch), l2 {cfg.l2:g}, l1 {cfg.l1:g}, "
-        f"shuffle {cfg.shuffle}"
-        + (f" ({chunk_rows} rows per chunk), " if cfg.shuffle == "chunks" else ", ")
-        + (
-            f"{'sparse' if use_sparse else 'dense'} exchange"
-            if cfg.sync == "gradients"
-            else f"model averaging ({_averaging(cfg)})"
-        )
-    )
-    metrics.write(
-        "start",
-        version=__version__,
-        n_ranks=comm.size,
-        n_train=train.n_total,
-        n_test=test.n_total if test is not None else 0,
-        n_features=train.n_features,
-        classes=[float(c) for c in classes],
-        steps_per_epoch=S,
-        load_seconds=load_seconds,
-        config=cfg.to_dict(),
-    )
-
-    def on_step(epoch: int, step: int, steps: int, loss_value: float) -> None:
-        console.progress(epoch, cfg.epochs, step, steps, loss_value, epoch_start[0])
-
-    epoch_start = [time.perf_counter()]
-
-    def on_epoch(report: EpochReport) -> None:
-        console.log(_epoch_line(report, cfg.epochs, loss.is_classifier))
-        metrics.write("epoch", **report.as_record())
-        epoch_start[0] = time.perf_counter()
-
-    def checkpoint(trainer: Trainer) -> None:
-        with comm.collective_section():
-            if comm.is_root:
-                path = save_checkpoint(
-                    args.checkpoint_dir,
-                    trainer.model.params,
-                    trainer.optimizer.state_dict(),
-                    trainer.position,
-                    {**info, "n_ranks": comm.size},
-                    keep=args.keep_checkpoints,
-                )
-                metrics.write("checkpoint", path=path, **trainer.position.__dict__)
-
-    phase("training")
-    trainer = Trainer(
-        model,
-        optimizer,
-        schedule,
-        plan,
-        EvalData(train.X, y_train),
+    train(
         cfg,
+        RunOptions.from_namespace(args),
         comm,
-        test=EvalData(test.X, y_test) if test is not None else None,
-        eval_train=args.eval_train,
-        on_step=on_step if console.show_progress else None,
-        position=position,
-        checkpoint=checkpoint if args.checkpoint_dir else None,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_every_epochs=args.checkpoint_every_epochs,
-        stop_request=stop_request,
-        watchdog=watchdog,
-        faults=faults,
-        sparse=use_sparse,
-        train_loss_every=args.train_loss_every,
-        loss_limit=base.divergence_limit,
-    )
-    t_train = time.perf_counter()
-    reports = trainer.fit(on_epoch)
-    wall = time.perf_counter() - t_train
-    if trainer.stop_reason is not None:
-        pos = trainer.position
-        where = f"epoch {pos.epochs_done + 1}, step {pos.step_in_epoch}/{S}"
-        saved = (
-            f"checkpoint written to {args.checkpoint_dir}; run again with --resume to continue"
-            if args.checkpoint_dir
-            else "no --checkpoint-dir was given, so this progress is lost"
-        )
-        metrics.write("stopped", reason=trainer.stop_reason, **pos.__dict__)
-        metrics.close()
-        raise everywhere(Preempted(f"stopped by {trainer.stop_reason} at {where}; {saved}"))
-    check_identical_params(model.params, comm, "the end of training")
-    if reports:
-        for warning in _learning_warnings(reports[-1], base):
-            console.warn(warning)
-    phase("saving the model")
-
-    with comm.collective_section():
-        if comm.is_root and args.output:
-            last = reports[-1] if reports else None
-            save_model(
-                args.output,
-                model.coef,
-                model.intercept,
-                classes,
-                cfg.model,
-                {
-                    "mpi_sgd_version": __version__,
-                    "config": cfg.to_dict(),
-                    "objective": (
-                        f"mean {LOSS_OF_MODEL[cfg.model]} + {cfg.l2:g}/2*||coef||_2^2 + "
-                        f"{cfg.l1:g}*||coef||_1 (intercept unpenalised)"
-                    ),
-                    "read_options": {
-                        "csv_label_column": args.csv_label_column,
-                        "libsvm_index_base": train.index_base,
-                    },
-                    "train": train_path,
-                    "test": test_path,
-                    "n_ranks": comm.size,
-                    "epochs": trainer.epochs_done,
-                    "steps": trainer.global_step,
-                    "final": last.as_record() if last is not None else None,
-                },
-            )
-    metrics.write("end", epochs=trainer.epochs_done, steps=trainer.global_step, seconds=wall)
-    metrics.close()
-    console.log(
-        f"done: {trainer.epochs_done} epochs, {trainer.global_step} steps in {wall:.2f}s"
-        + (f"; model saved to {args.output}" if args.output else "")
+        on_stall=functools.partial(_abort_stalled, comm),
     )
     return 0
-
-
-def _learning_warnings(last: EpochReport, base: Baselines) -> list[str]:
-    """The end-of-run check against the best constant model (see :mod:`mpi_sgd.model.health`):
-    on the full training loss when ``--eval-train`` measured it, else on the last epoch's
-    running mean; on the test accuracy when there is a test set, else the training accuracy."""
-    train_loss = last.train_eval.get("loss", last.train_loss)
-    if "accuracy" in last.test:
-        return did_not_learn(base, train_loss, last.test["accuracy"], "test")
-    return did_not_learn(base, train_loss, last.train_eval.get("accuracy"), "training")
-
-
-def _choose_exchange(
-    cfg: TrainConfig, train: Dataset, model: LinearModel, comm: Communicator
-) -> bool:
-    """Whether to use the sparse step (the same answer on every rank). Collective."""
-    if cfg.exchange == "dense" or cfg.sync != "gradients":
-        return False
-    applicable = train.is_sparse and cfg.optimizer == "sgd" and cfg.l1 == 0
-    if cfg.exchange == "auto" and comm.size == 1:
-        return False  # nothing to exchange; the dense step is faster on one rank
-    if not applicable:
-        if cfg.exchange == "sparse":
-            raise everywhere(
-                ConfigError(
-                    "--exchange sparse needs sparse data (CSR directory or LIBSVM), "
-                    "--optimizer sgd and --l1 0"
-                )
-            )
-        return False
-    if cfg.exchange == "sparse":
-        return True
-    nnz_per_row = comm.sum_int(int(cast("sp.csr_matrix", train.X).nnz)) / max(train.n_total, 1)
-    rows = min(cfg.batch_size, train.n_total) / comm.size
-    return sparse_exchange_pays(nnz_per_row, rows, comm.size, model.n_outputs, model.n_params)
-
-
-def _averaging(cfg: TrainConfig) -> str:
-    if cfg.sync == "one-shot":
-        return "once, at the end"
-    every = f"every {cfg.average_every} steps and " if cfg.average_every else ""
-    return f"{every}at epoch ends"
 
 
 def _check_sync_flags(args: argparse.Namespace) -> None:
@@ -937,64 +588,6 @@ def _check_reliability_flags(args: argparse.Namespace) -> None:
             problems.append(f"--{flag.replace('_', '-')} must be > 0, got {value}")
     if problems:
         raise everywhere(ConfigError("; ".join(problems)))
-
-
-def _resume(
-    directory: str,
-    model: LinearModel,
-    optimizer: Optimizer,
-    info: dict[str, Any],
-    comm: Communicator,
-    console: Console,
-) -> TrainingPosition:
-    """Load the newest valid checkpoint into ``model`` and ``optimizer``. Collective.
-
-    Rank 0 chooses the checkpoint; every rank reads it (a shared file system, as usual for
-    checkpoints on a cluster); the ranks then check they hold the same parameters.
-    """
-    chosen = ""
-    skipped: list[str] = []
-    with comm.collective_section():
-        if comm.is_root:
-            latest, skipped = find_latest(directory)
-            chosen = latest.path if latest is not None else ""
-    chosen = comm.allgather_str(chosen)[0]
-    for note in skipped:
-        console.warn(f"skipped checkpoint: {note}")
-    if not chosen:
-        console.log(f"no checkpoint in {directory}: starting from the beginning")
-        return TrainingPosition()
-    with comm.collective_section():
-        ckpt = load_checkpoint(chosen)
-        check_compatible(ckpt.manifest, info, model.n_params)
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        model.params[:] = ckpt.params
-    check_identical_params(model.params, comm, "resumption")
-    pos = ckpt.position
-    before = ckpt.manifest.get("n_ranks")
-    console.log(
-        f"resumed from {chosen}: epoch {pos.epochs_done + 1}, step {pos.step_in_epoch} of the "
-        f"epoch, global step {pos.global_step}"
-        + (f" (written by {before} ranks, now {comm.size})" if before != comm.size else "")
-    )
-    return pos
-
-
-def _epoch_line(r: EpochReport, epochs: int, classifier: bool) -> str:
-    width = len(str(epochs))
-    parts = [f"epoch {r.epoch:>{width}}/{epochs}", f"train_loss {r.train_loss:.5f}"]
-    if r.train_eval:
-        parts.append(f"objective {r.train_eval['objective']:.6f}")
-    if r.test:
-        parts.append(f"test_loss {r.test['loss']:.5f}")
-        if classifier:
-            parts.append(f"test_acc {r.test['accuracy']:.4f}")
-        else:
-            parts.append(f"test_rmse {r.test['rmse']:.4f}")
-            parts.append(f"test_r2 {r.test['r2']:.4f}")
-    parts.append(f"lr {r.lr:.3g}")
-    parts.append(f"{r.train_seconds:.2f}s (allreduce {r.allreduce_seconds:.2f}s)")
-    return "  ".join(parts)
 
 
 def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int:

@@ -13,9 +13,12 @@ import os
 import resource
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mpi_sgd.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from mpi_sgd.solvers.base import EpochReport
 
 
 def peak_rss_mb() -> float:
@@ -128,3 +131,21 @@ class Console:
             sys.stderr.write("\r" + " " * 79 + "\r")
             sys.stderr.flush()
             self._drawn = False
+
+
+def epoch_line(report: EpochReport, epochs: int, classifier: bool) -> str:
+    """The console line of one epoch: losses, accuracy or RMSE/R², learning rate, timings."""
+    width = len(str(epochs))
+    parts = [f"epoch {report.epoch:>{width}}/{epochs}", f"train_loss {report.train_loss:.5f}"]
+    if report.train_eval:
+        parts.append(f"objective {report.train_eval['objective']:.6f}")
+    if report.test:
+        parts.append(f"test_loss {report.test['loss']:.5f}")
+        if classifier:
+            parts.append(f"test_acc {report.test['accuracy']:.4f}")
+        else:
+            parts.append(f"test_rmse {report.test['rmse']:.4f}")
+            parts.append(f"test_r2 {report.test['r2']:.4f}")
+    parts.append(f"lr {report.lr:.3g}")
+    parts.append(f"{report.train_seconds:.2f}s (allreduce {report.allreduce_seconds:.2f}s)")
+    return "  ".join(parts)

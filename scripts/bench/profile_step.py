@@ -7,7 +7,7 @@ and builds mpi_sgd's own objects (``BatchPlan``, ``LinearModel``, ``SGD``, ``Sch
 cost from the real two-rank runs). It then times, per step, median over the steps of an epoch:
 
 1. ``Trainer.run_epoch()`` itself (uninstrumented), and the bare loop's step (uninstrumented);
-2. ``Trainer.step`` on every batch of an epoch with mpi_sgd's own callables (``model.scores``,
+2. ``SGDSolver.step`` on every batch of an epoch with mpi_sgd's own callables (``model.scores``,
    ``loss.loss_dscores``, ``model.loss_grad_sum``, ``comm.allreduce_sum_``, ``optimizer.step``,
    ``schedule``) and the row gathers of ``X`` and ``y`` wrapped in timers, so the breakdown
    follows the trainer's code as it changes; "rest of Trainer.step" is what is left. The bare
@@ -39,8 +39,9 @@ from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import block_range, partition_rows
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
 from mpi_sgd.solvers.optim import SGD, Schedule
-from mpi_sgd.solvers.sgd import EvalData, Trainer
+from mpi_sgd.solvers.sgd import SGDSolver
 
 LR = 0.1
 
@@ -62,16 +63,8 @@ def build(a: argparse.Namespace):
     S = plan.steps_per_epoch
     cfg = TrainConfig(model=a.model, lr=LR, l2=1.0 / n, batch_size=a.ranks * a.batch_size)
     sched = Schedule("invscaling", LR, total_steps=10 * S, steps_per_epoch=S)
-    trainer = Trainer(
-        model,
-        SGD(model.n_params),
-        sched,
-        plan,
-        EvalData(X, y),
-        cfg,
-        Communicator.serial(),
-        **cli_defaults(),
-    )
+    objective = DistributedObjective(model, EvalData(X, y), Communicator.serial(), cfg.l2, 0.0)
+    trainer = SGDSolver(objective, SGD(model.n_params), sched, plan, cfg, **cli_defaults())
     float(np.asarray(X[:, 0]).sum())  # touch every page once
     return X, y, K, model, plan, trainer, cfg
 
@@ -80,7 +73,7 @@ def cli_defaults() -> dict:
     """Trainer options whose command-line default differs from the constructor's (e.g. how
     often the reported train loss is measured), for versions that have them."""
     out = {}
-    if "train_loss_every" in inspect.signature(Trainer).parameters:
+    if "train_loss_every" in inspect.signature(SGDSolver).parameters:
         from mpi_sgd.cli.train import build_parser
 
         out["train_loss_every"] = int(build_parser().get_default("train_loss_every"))
@@ -127,12 +120,12 @@ class _TimedRows:
 GATHER_X, GATHER_Y = "gather X[rows]", "gather y[rows]"
 SCORES, LOSS = "scores X @ w + b", "loss value + dscores (Loss.loss_dscores)"
 GRAD, COMM = "gradient Rᵀ X, R.sum (rest of loss_grad_sum)", "Allreduce call"
-OPT, REST = "optimizer.step + schedule", "rest of Trainer.step (/count, isfinite, l2, ...)"
+OPT, REST = "optimizer.step + schedule", "rest of SGDSolver.step (/count, isfinite, l2, ...)"
 PLAN = "batch rows: permutation, slice (+ sort if the version sorts)"
 
 
-def replay_mpi_sgd(trainer: Trainer, epoch: int) -> dict[str, list[float]]:
-    """Calls ``Trainer.step`` on every batch of ``epoch`` with mpi_sgd's own callables wrapped
+def replay_mpi_sgd(trainer: SGDSolver, epoch: int) -> dict[str, list[float]]:
+    """Calls ``SGDSolver.step`` on every batch of ``epoch`` with mpi_sgd's own callables wrapped
     in timers (so it follows the trainer's code as it changes), µs per step."""
     ns: dict[str, int] = defaultdict(int)
     model, data = trainer.model, trainer.train
@@ -140,8 +133,9 @@ def replay_mpi_sgd(trainer: Trainer, epoch: int) -> dict[str, list[float]]:
     model.loss.loss_dscores = _Timed(model.loss.loss_dscores, ns, LOSS)
     model.loss_grad_sum = _Timed(model.loss_grad_sum, ns, "loss_grad_sum")
     trainer.comm.allreduce_sum_ = _Timed(trainer.comm.allreduce_sum_, ns, COMM)
-    if hasattr(trainer, "_sum_buf"):  # versions that bind the step's Allreduce once
-        trainer._sum_buf = _Timed(trainer._sum_buf, ns, COMM)
+    exchange = trainer.exchange
+    if hasattr(exchange, "_sum"):  # the dense exchange binds the step's Allreduce once
+        exchange._sum = _Timed(exchange._sum, ns, COMM)
     trainer.optimizer.step = _Timed(trainer.optimizer.step, ns, OPT)
     trainer.schedule = _Timed(trainer.schedule, ns, OPT)
     X, y = data.X, data.y

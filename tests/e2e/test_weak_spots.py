@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from mpi_sgd.cli.train import DEFAULT_DATA
 from mpi_sgd.data import synthetic
+from mpi_sgd.pipeline import DEFAULT_DATA
 from tests.e2e.helpers import mpirun
 
 

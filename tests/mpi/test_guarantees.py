@@ -14,7 +14,7 @@ import scipy.optimize
 import scipy.sparse as sp
 from scipy.special import expit, logsumexp
 
-from mpi_sgd.comm import Communicator
+from mpi_sgd.comm import Communicator, broadcast_params, check_identical_params
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.labels import agree_classes, encode_labels
@@ -23,8 +23,9 @@ from mpi_sgd.data.partition import RowOwnership, block_range
 from mpi_sgd.errors import DataError, DivergenceError, PeerFailure
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
 from mpi_sgd.solvers.optim import Schedule, make_optimizer
-from mpi_sgd.solvers.sgd import EvalData, Trainer, broadcast_params, check_identical_params
+from mpi_sgd.solvers.sgd import SGDSolver
 from tests.mpi.conftest import assert_all, assert_allclose_all
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -103,12 +104,13 @@ def build_trainer(model: str, X, y, own: RowOwnership, comm: Communicator, cfg: 
     classes = agree_classes(y_local, loss, comm, "test data")
     y_enc = encode_labels(y_local, classes, loss, "test data")
     lm = LinearModel(loss, X.shape[1], loss.n_outputs(classes.size), cfg.fit_intercept)
-    broadcast_params(lm, comm)
+    broadcast_params(lm.params, comm)
     plan = BatchPlan(own, X.shape[0], cfg.batch_size, cfg.shuffle, cfg.seed, comm.rank)
     S = plan.steps_per_epoch
     schedule = Schedule(cfg.schedule, cfg.lr, cfg.epochs * S, S, power_t=cfg.power_t)
     opt = make_optimizer(cfg.optimizer, lm.n_params)
-    return Trainer(lm, opt, schedule, plan, EvalData(X_local, y_enc), cfg, comm), classes
+    objective = DistributedObjective(lm, EvalData(X_local, y_enc), comm, cfg.l2, cfg.l1)
+    return SGDSolver(objective, opt, schedule, plan, cfg), classes
 
 
 # ------------------------------------------------------------------------ exact global mean
@@ -175,7 +177,7 @@ def test_each_step_is_one_inplace_allreduce_of_one_preallocated_buffer(comm, opt
     own = uneven_ownership(101, ccomm)
     cfg = TrainConfig(model="softmax", epochs=1, batch_size=10, optimizer=optimizer, l1=l1)
     trainer, _ = build_trainer("softmax", X, y, own, ccomm, cfg)
-    buffer = trainer._buf
+    buffer = trainer.exchange._buf
     counts, ok = [], True
     for rows in trainer.plan.batches(0):
         before = len(counting.allreduces)
@@ -186,7 +188,7 @@ def test_each_step_is_one_inplace_allreduce_of_one_preallocated_buffer(comm, opt
     P = trainer.model.n_params
     assert_all(comm, counts == [1] * 11, f"Allreduce calls per step: {counts}")
     assert_all(comm, ok and buffer.shape == (P + 3,), "the step buffer is not reused in place")
-    assert_all(comm, trainer._buf is buffer, "the step buffer was reallocated")
+    assert_all(comm, trainer.exchange._buf is buffer, "the step buffer was reallocated")
 
 
 def test_more_ranks_than_rows_trains(comm):
@@ -292,7 +294,7 @@ def test_minibatch_sgd_reaches_the_optimum_within_tolerance(comm):
 def test_broadcast_gives_every_rank_rank0_parameters(comm):
     lm = LinearModel(get_loss("logistic"), 4, 1)
     lm.params[:] = comm.rank + np.arange(lm.n_params)
-    broadcast_params(lm, comm)
+    broadcast_params(lm.params, comm)
     assert_allclose_all(comm, lm.params, np.arange(lm.n_params, dtype=float), what="bcast")
 
 
@@ -430,14 +432,13 @@ def test_every_format_gives_the_same_rows_and_the_same_model(comm, shared_dir):
         lm = LinearModel(loss, data.n_features, 1)
         plan = BatchPlan(data.ownership, data.n_total, 8, "global", 0, comm.rank)
         S = plan.steps_per_epoch
-        trainer = Trainer(
-            lm,
+        rows = EvalData(data.X, encode_labels(data.y, classes, loss, name))
+        trainer = SGDSolver(
+            DistributedObjective(lm, rows, comm, cfg.l2, cfg.l1),
             make_optimizer("sgd", lm.n_params),
             Schedule("constant", 0.3, 3 * S, S),
             plan,
-            EvalData(data.X, encode_labels(data.y, classes, loss, name)),
             cfg,
-            comm,
         )
         trainer.fit()
         results[name] = lm.params.copy()
@@ -473,15 +474,14 @@ def test_sparse_exchange_equals_the_dense_allreduce(comm, model, shuffle):
         lm = LinearModel(loss, d, loss.n_outputs(classes.size))
         plan = BatchPlan(own, n, 16, shuffle, 0, comm.rank)
         S = plan.steps_per_epoch
-        trainer = Trainer(
-            lm,
+        rows = EvalData(X[ids], encode_labels(y[ids], classes, loss, "y"))
+        trainer = SGDSolver(
+            DistributedObjective(lm, rows, comm, cfg.l2, cfg.l1),
             make_optimizer("sgd", lm.n_params),
             Schedule("invscaling", 0.2, 3 * S, S),
             plan,
-            EvalData(X[ids], encode_labels(y[ids], classes, loss, "y")),
             cfg,
-            comm,
-            sparse=sparse,
+            exchange="sparse" if sparse else None,
         )
         trainer.fit()
         results.append(lm.params.copy())

@@ -13,7 +13,7 @@ import scipy.optimize
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.partition import RowOwnership
 from mpi_sgd.errors import DivergenceError
-from mpi_sgd.solvers.sgd import EvalData
+from mpi_sgd.model.objective import EvalData
 from tests.mpi.conftest import assert_all, assert_allclose_all
 from tests.mpi.test_guarantees import build_trainer, make_problem, oracle_objective
 

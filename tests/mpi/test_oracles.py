@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mpi_sgd.comm import Communicator
+from mpi_sgd.comm import Communicator, broadcast_params
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import RowOwnership
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
+from mpi_sgd.solvers.base import FitHooks
 from mpi_sgd.solvers.optim import Schedule, make_optimizer
-from mpi_sgd.solvers.sgd import EvalData, Trainer, broadcast_params
+from mpi_sgd.solvers.sgd import SGDSolver
 from tests.mpi.conftest import assert_all, assert_allclose_all
 from tests.numpy_reference import ReferenceOptimizer, breast_cancer, logistic_loss_grad
 
@@ -41,34 +43,32 @@ def uneven_random_ownership(n: int, comm: Communicator, empty_rank: bool) -> Row
     return RowOwnership.from_ids(perm[cuts[comm.rank] : cuts[comm.rank + 1]])
 
 
-def make_trainer(comm, X, y, own, cfg: TrainConfig, sparse: bool, snapshots: list) -> Trainer:
+def make_trainer(comm, X, y, own, cfg: TrainConfig, sparse: bool, snapshots: list) -> SGDSolver:
     loss = get_loss("logistic")
     ids = own.global_ids()
     X_local = sp.csr_matrix(X[ids]) if sparse else X[ids]
     lm = LinearModel(loss, X.shape[1], 1)
-    broadcast_params(lm, comm)
+    broadcast_params(lm.params, comm)
     plan = BatchPlan(own, X.shape[0], cfg.batch_size, cfg.shuffle, cfg.seed, comm.rank, 4)
     S = plan.steps_per_epoch
     schedule = Schedule(cfg.schedule, cfg.lr, cfg.epochs * S, S)
     opt = make_optimizer(cfg.optimizer, lm.n_params, momentum=cfg.momentum)
-    trainer: Trainer
+    trainer: SGDSolver
 
     def on_step(epoch, step, steps, running):
         params = trainer.model.params.copy()
-        if trainer.sparse is not None:  # lazy L2: coef = scale * stored coef inside an epoch
-            params[: lm.n_penalised] *= trainer.sparse.scale
+        if sparse:  # lazy L2: coef = scale * stored coef inside an epoch
+            params[: lm.n_penalised] *= trainer.exchange.scale
         snapshots.append(params)
 
-    trainer = Trainer(
-        lm,
+    trainer = SGDSolver(
+        DistributedObjective(lm, EvalData(X_local, loss.encode(y[ids])), comm, cfg.l2, cfg.l1),
         opt,
         schedule,
         plan,
-        EvalData(X_local, loss.encode(y[ids])),
         cfg,
-        comm,
-        on_step=on_step,
-        sparse=sparse,
+        FitHooks(on_step=on_step),
+        exchange="sparse" if sparse else None,
     )
     return trainer
 

@@ -24,8 +24,9 @@ from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.data.partition import RowOwnership
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
 from mpi_sgd.solvers.optim import Schedule, make_optimizer
-from mpi_sgd.solvers.sgd import EvalData, Trainer
+from mpi_sgd.solvers.sgd import SGDSolver
 
 # optimiser -> (learning rate for least squares, for the classifiers, schedule) that converges
 # full-batch on the standardised data sets. Adam's fixed point is the optimum too, but at a
@@ -113,7 +114,8 @@ def train_serial(model: str, X, y, cfg: TrainConfig) -> LinearModel:
     S = plan.steps_per_epoch
     schedule = Schedule(cfg.schedule, cfg.lr, cfg.epochs * S, S, power_t=cfg.power_t)
     optimizer = make_optimizer(cfg.optimizer, lm.n_params, momentum=cfg.momentum)
-    Trainer(lm, optimizer, schedule, plan, EvalData(X, y_enc), cfg, comm).fit()
+    objective = DistributedObjective(lm, EvalData(X, y_enc), comm, cfg.l2, cfg.l1)
+    SGDSolver(objective, optimizer, schedule, plan, cfg).fit()
     return lm
 
 

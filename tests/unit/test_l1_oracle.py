@@ -19,8 +19,9 @@ from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import RowOwnership
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
 from mpi_sgd.solvers.optim import OPTIMIZERS, Schedule, make_optimizer
-from mpi_sgd.solvers.sgd import EvalData, Trainer
+from mpi_sgd.solvers.sgd import SGDSolver
 from tests.numpy_reference import ReferenceOptimizer, breast_cancer, logistic_loss_grad
 
 LR, L1, L2, STEPS = 0.3, 0.02, 0.01, 3
@@ -28,7 +29,7 @@ LR, L1, L2, STEPS = 0.3, 0.02, 0.01, 3
 
 def serial_trainer(
     optimizer: str, X: np.ndarray, y: np.ndarray, theta0: np.ndarray, l1: float = L1
-) -> Trainer:
+) -> SGDSolver:
     """Full-batch steps on one process (the serial communicator stand-in)."""
     n, d = X.shape
     cfg = TrainConfig(
@@ -42,7 +43,8 @@ def serial_trainer(
     opt = make_optimizer(
         optimizer, lm.n_params, momentum=cfg.momentum, beta1=cfg.beta1, beta2=cfg.beta2
     )
-    return Trainer(lm, opt, schedule, plan, EvalData(X, y), cfg, Communicator.serial())
+    objective = DistributedObjective(lm, EvalData(X, y), Communicator.serial(), cfg.l2, cfg.l1)
+    return SGDSolver(objective, opt, schedule, plan, cfg)
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))

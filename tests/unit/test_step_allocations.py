@@ -18,14 +18,15 @@ from mpi_sgd.data.batching import BatchPlan
 from mpi_sgd.data.partition import RowOwnership
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
 from mpi_sgd.solvers.optim import OPTIMIZERS, Schedule, make_optimizer
-from mpi_sgd.solvers.sgd import EvalData, Trainer
+from mpi_sgd.solvers.sgd import SGDSolver
 
 N_FEATURES = 20_000  # 160 KB of parameters: any temporary of that size stands out
 ROWS, BATCH = 96, 8
 
 
-def trainer_for(optimizer: str, model: str, l2: float, l1: float, shuffle: str) -> Trainer:
+def trainer_for(optimizer: str, model: str, l2: float, l1: float, shuffle: str) -> SGDSolver:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((ROWS, N_FEATURES))
     loss = get_loss(model)
@@ -41,7 +42,9 @@ def trainer_for(optimizer: str, model: str, l2: float, l1: float, shuffle: str) 
     S = plan.steps_per_epoch
     schedule = Schedule("cosine", cfg.lr, 10 * S, S)
     opt = make_optimizer(optimizer, lm.n_params)
-    return Trainer(lm, opt, schedule, plan, EvalData(X, loss.encode(y)), cfg, Communicator.serial())
+    data = EvalData(X, loss.encode(y))
+    objective = DistributedObjective(lm, data, Communicator.serial(), cfg.l2, cfg.l1)
+    return SGDSolver(objective, opt, schedule, plan, cfg)
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))

@@ -1,0 +1,676 @@
+"""One training run, assembled: data -> classes -> model -> solver -> fit -> saved model.
+
+The command line (:mod:`mpi_sgd.cli.train`) and the estimators call :func:`train`; every stage
+is also a function of its own, for callers that bring their own rows (:func:`fit_rows`).
+Every function here is collective: call it on every rank of ``comm``.
+
+Stages::
+
+    prepare_outputs          output and checkpoint directories writable, no foreign checkpoints
+    load_data                this rank's rows of --train / --test, labels agreed and encoded
+    build_model              size check, zero parameters (identical on every rank), baselines
+    build_solver             batch plan, schedule, optimiser, exchange strategy, hooks
+    resume                   the newest valid checkpoint, if asked
+    SGDSolver.fit            the epochs, with checkpoints, stop requests, watchdog, metrics
+    save                     model.npz + model.json (rank 0)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, cast
+
+import numpy as np
+import scipy.sparse as sp
+
+from mpi_sgd import __version__
+from mpi_sgd.comm import Communicator, broadcast_params, check_identical_params
+from mpi_sgd.config import TrainConfig
+from mpi_sgd.data.batching import BatchPlan, auto_chunk_rows
+from mpi_sgd.data.labels import agree_classes, encode_labels
+from mpi_sgd.data.loader import Dataset, ReadOptions, is_synthetic, load_dataset
+from mpi_sgd.data.sizes import agreed_memory, check_model_size
+from mpi_sgd.errors import CheckpointError, ConfigError, Preempted, everywhere
+from mpi_sgd.model.health import Baselines, baselines, did_not_learn
+from mpi_sgd.model.linear import LinearModel
+from mpi_sgd.model.losses import Loss, get_loss
+from mpi_sgd.model.objective import DistributedObjective, EvalData
+from mpi_sgd.reporting.metrics import Console, MetricsWriter, epoch_line
+from mpi_sgd.runtime.faults import FaultInjector
+from mpi_sgd.runtime.preemption import StopRequest
+from mpi_sgd.runtime.threads import limit_blas_threads
+from mpi_sgd.runtime.watchdog import Watchdog
+from mpi_sgd.solvers.base import EpochReport, FitHooks
+from mpi_sgd.solvers.optim import Optimizer, Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import SGDSolver
+from mpi_sgd.solvers.sparse import sparse_exchange_pays
+from mpi_sgd.state.checkpoint import (
+    TrainingPosition,
+    check_compatible,
+    find_latest,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from mpi_sgd.state.export import LOSS_OF_MODEL, save_model
+
+DEFAULT_DATA = {
+    "logistic": "synthetic:binary",
+    "hinge": "synthetic:binary",
+    "softmax": "synthetic:multiclass",
+    "squared": "synthetic:regression",
+}
+
+
+@dataclass
+class RunOptions:
+    """Everything of a run besides the objective and its optimisation (:class:`TrainConfig`):
+    where the data is and how to read it, what to write, how to survive, what to report.
+
+    The fields are the command line's flags of the same names (``--help`` describes them).
+    """
+
+    train: str | None = None
+    test: str | None = None
+    csv_label_column: int = 0
+    n_features: int | None = None
+    libsvm_index_base: str = "auto"
+    format: str = "auto"
+    test_format: str = "auto"
+    output: str | None = None
+    metrics: str | None = None
+    train_loss_every: int = 10
+    eval_train: bool = False
+    progress: str = "auto"
+    quiet: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    checkpoint_every_epochs: int = 0
+    keep_checkpoints: int = 3
+    resume: bool = False
+    stop_after: float | None = None
+    stop_grace: float = 60.0
+    watchdog: float | None = None
+    blas_threads: int = 1
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> RunOptions:
+        """The options of parsed command-line arguments (same-named attributes)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass
+class LoadedData:
+    """This rank's rows, with the labels agreed over all ranks and encoded for the loss."""
+
+    train: Dataset
+    test: Dataset | None
+    classes: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray | None
+    train_path: str
+    test_path: str | None
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced (identical on every rank)."""
+
+    model: LinearModel
+    classes: np.ndarray
+    reports: list[EpochReport]
+    epochs_done: int
+    global_step: int
+    seconds: float
+    baselines: Baselines
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Phases:
+    """Tells the watchdog which phase the run is in."""
+
+    def __init__(self, watchdog: Watchdog | None) -> None:
+        self.watchdog = watchdog
+
+    def __call__(self, name: str) -> None:
+        if self.watchdog is not None:
+            self.watchdog.beat(name)
+
+
+def train(
+    config: TrainConfig,
+    options: RunOptions,
+    comm: Communicator,
+    on_stall: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train as ``config`` and ``options`` say, from files or synthetic data. Collective.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The objective and its optimisation (validated).
+    options : RunOptions
+    comm : Communicator
+    on_stall : callable, optional
+        ``on_stall(message)``, called from the signal thread when the ranks cannot agree on a
+        stop within ``options.stop_grace`` seconds (the command line aborts the job).
+
+    Raises
+    ------
+    Preempted
+        Training stopped on request (signal, ``--stop-after``) after writing a checkpoint.
+    MpiSgdError
+        Every error a user can cause, raised on every rank or agreed upon.
+    """
+    limit_blas_threads(options.blas_threads)
+    # Under model averaging the ranks agree on a stop only at the averages, which may be far
+    # apart: no grace period there.
+    grace = options.stop_grace if config.sync == "gradients" else 0.0
+    stop_request = StopRequest(options.stop_after, grace=grace, abort=on_stall).install()
+    # Watches every phase, not just the steps: a rank stuck reading its data or writing a
+    # checkpoint on a dead file system leaves its peers waiting in the next collective.
+    watchdog = Watchdog(options.watchdog, comm).start("starting") if options.watchdog else None
+    try:
+        return _train_watched(config, options, comm, stop_request, watchdog)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+        stop_request.uninstall()
+
+
+def _train_watched(
+    config: TrainConfig,
+    options: RunOptions,
+    comm: Communicator,
+    stop_request: StopRequest,
+    watchdog: Watchdog | None,
+) -> TrainResult:
+    """The body of :func:`train`, with the stop request and watchdog in place. Collective."""
+    phase = _Phases(watchdog)
+    console = Console(comm.is_root, progress=options.progress, quiet=options.quiet)
+    prepare_outputs(options, comm)
+    with comm.collective_section():
+        metrics = MetricsWriter(options.metrics, enabled=comm.is_root, append=options.resume)
+    phase("loading the data")
+    faults = FaultInjector(comm.rank)
+    faults.while_loading()
+    data = load_data(config, options, comm, console.warn)
+    loss = get_loss(config.model)
+    model, base = build_model(config, loss, data.train, data.classes, data.y_train, comm)
+    for warning in config.objective_warnings(comm.size):
+        console.warn(warning)
+    objective = DistributedObjective(
+        model, EvalData(data.train.X, data.y_train), comm, config.l2, config.l1
+    )
+    exchange = choose_exchange(config, data.train, model, comm)
+    plan, schedule, optimizer = build_steps(config, data.train, model, comm)
+    info = checkpoint_info(config, model, data)
+    position = TrainingPosition()
+    if options.resume:
+        phase("loading the checkpoint")
+        assert options.checkpoint_dir is not None
+        position = resume(options.checkpoint_dir, model, optimizer, info, comm, console)
+    console.log(describe_data(data, comm))
+    console.log(describe_training(config, loss, data.classes, plan, exchange))
+    metrics.write(
+        "start",
+        version=__version__,
+        n_ranks=comm.size,
+        n_train=data.train.n_total,
+        n_test=data.test.n_total if data.test is not None else 0,
+        n_features=data.train.n_features,
+        classes=[float(c) for c in data.classes],
+        steps_per_epoch=plan.steps_per_epoch,
+        load_seconds=data.seconds,
+        config=config.to_dict(),
+    )
+    reporter = _EpochReporter(console, metrics, config.epochs, loss.is_classifier)
+    hooks = FitHooks(
+        test=EvalData(data.test.X, data.y_test) if data.test is not None else None,  # type: ignore[arg-type]
+        eval_train=options.eval_train,
+        on_step=reporter.on_step if console.show_progress else None,
+        checkpoint=(
+            _Checkpointer(options, info, comm, metrics) if options.checkpoint_dir else None
+        ),
+        checkpoint_every=options.checkpoint_every,
+        checkpoint_every_epochs=options.checkpoint_every_epochs,
+        stop_request=stop_request,
+        watchdog=watchdog,
+        faults=faults,
+        loss_limit=base.divergence_limit,
+    )
+    phase("training")
+    solver = SGDSolver(
+        objective,
+        optimizer,
+        schedule,
+        plan,
+        config,
+        hooks,
+        position,
+        exchange=exchange,
+        train_loss_every=options.train_loss_every,
+    )
+    t_train = time.perf_counter()
+    reports = solver.fit(reporter.on_epoch)
+    wall = time.perf_counter() - t_train
+    if solver.stop_reason is not None:
+        pos = solver.position
+        where = f"epoch {pos.epochs_done + 1}, step {pos.step_in_epoch}/{plan.steps_per_epoch}"
+        saved = (
+            f"checkpoint written to {options.checkpoint_dir}; run again with --resume to continue"
+            if options.checkpoint_dir
+            else "no --checkpoint-dir was given, so this progress is lost"
+        )
+        metrics.write("stopped", reason=solver.stop_reason, **pos.__dict__)
+        metrics.close()
+        raise everywhere(Preempted(f"stopped by {solver.stop_reason} at {where}; {saved}"))
+    check_identical_params(model.params, comm, "the end of training")
+    warnings = learning_warnings(reports[-1], base) if reports else []
+    for warning in warnings:
+        console.warn(warning)
+    phase("saving the model")
+    if options.output:
+        save(options.output, config, model, data, options, comm, solver, reports)
+    metrics.write("end", epochs=solver.epochs_done, steps=solver.global_step, seconds=wall)
+    metrics.close()
+    console.log(
+        f"done: {solver.epochs_done} epochs, {solver.global_step} steps in {wall:.2f}s"
+        + (f"; model saved to {options.output}" if options.output else "")
+    )
+    return TrainResult(
+        model, data.classes, reports, solver.epochs_done, solver.global_step, wall, base, warnings
+    )
+
+
+# ----------------------------------------------------------------------------------- stages
+def prepare_outputs(options: RunOptions, comm: Communicator) -> None:
+    """Fail fast, before reading any data, if rank 0 cannot write the output or checkpoint
+    directory, or if a fresh run would mix its checkpoints with an earlier run's. Collective."""
+    import os
+    import tempfile
+
+    with comm.collective_section():
+        if not comm.is_root:
+            return
+        for flag, directory in (
+            ("--output", options.output),
+            ("--checkpoint-dir", options.checkpoint_dir),
+        ):
+            if not directory:
+                continue
+            try:
+                os.makedirs(directory, exist_ok=True)
+                with tempfile.TemporaryFile(dir=directory):
+                    pass
+            except OSError as exc:
+                raise CheckpointError(
+                    f"{flag} {directory!r} is not a writable directory: {exc.strerror or exc}"
+                ) from exc
+        if options.checkpoint_dir:
+            existing = list_checkpoints(options.checkpoint_dir)
+            if existing and not options.resume:
+                raise CheckpointError(
+                    f"--checkpoint-dir {options.checkpoint_dir!r} already holds checkpoints of "
+                    f"an earlier run (newest: global step {existing[0]}); pass --resume to "
+                    "continue it, or use an empty directory"
+                )
+            remove_stale_temporaries(options.checkpoint_dir)
+
+
+def load_data(
+    config: TrainConfig,
+    options: RunOptions,
+    comm: Communicator,
+    warn: Callable[[str], None] | None = None,
+) -> LoadedData:
+    """This rank's training (and test) rows, with the classes agreed over all ranks and the
+    labels encoded for ``config.model``'s loss. Collective."""
+    t_load = time.perf_counter()
+    train_path = options.train or DEFAULT_DATA[config.model]
+    test_path = options.test
+    if test_path is None and is_synthetic(train_path):
+        test_path = train_path
+    base = options.libsvm_index_base
+    opts = ReadOptions(
+        partition=config.partition,
+        seed=config.seed,
+        csv_label_column=options.csv_label_column,
+        n_features=options.n_features,
+        index_base=None if base == "auto" else int(base),
+        fmt=options.format,
+        warn=warn,
+    )
+    train_set = load_dataset(train_path, comm, opts)
+    test_set = None
+    if test_path is not None:
+        test_opts = ReadOptions(
+            partition=config.partition,
+            seed=config.seed,
+            csv_label_column=options.csv_label_column,
+            n_features=train_set.n_features,
+            split="test",
+            index_base=train_set.index_base if train_set.fmt == "libsvm" else None,
+            width_source=f"the training data {train_set.source}",
+            index_base_source=(
+                f"the training data {train_set.source} ({train_set.index_base_reason})"
+            ),
+            fmt=options.test_format,
+            fmt_flag="--test-format",
+            warn=warn,
+        )
+        test_set = load_dataset(test_path, comm, test_opts)
+    train_set = train_set.with_dtype(config.dtype)
+    test_set = test_set.with_dtype(config.dtype) if test_set is not None else None
+    loss = get_loss(config.model)
+    classes = agree_classes(train_set.y, loss, comm, train_set.source)
+    y_test = None
+    with comm.collective_section():
+        y_train = encode_labels(train_set.y, classes, loss, train_set.source)
+        if test_set is not None:
+            y_test = encode_labels(test_set.y, classes, loss, test_set.source)
+    return LoadedData(
+        train_set,
+        test_set,
+        classes,
+        y_train,
+        y_test,
+        train_path,
+        test_path,
+        time.perf_counter() - t_load,
+    )
+
+
+def build_model(
+    config: TrainConfig,
+    loss: Loss,
+    train_set: Dataset,
+    classes: np.ndarray,
+    y_train: np.ndarray,
+    comm: Communicator,
+) -> tuple[LinearModel, Baselines]:
+    """The zero model of the data's width (refused before allocating if it cannot fit),
+    identical on every rank, and the trivial models' losses. Collective."""
+    n_outputs = loss.n_outputs(classes.size)
+    check_model_size(
+        train_set.n_features,
+        n_outputs,
+        config.fit_intercept,
+        agreed_memory(comm),
+        source=train_set.source,
+        hint="cap the width with --n-features D, or use fewer classes",
+    )
+    model = LinearModel(loss, train_set.n_features, n_outputs, config.fit_intercept)
+    broadcast_params(model.params, comm)
+    return model, baselines(loss, y_train, n_outputs, config.fit_intercept, comm)
+
+
+def choose_exchange(
+    config: TrainConfig, train_set: Dataset, model: LinearModel, comm: Communicator
+) -> str:
+    """The exchange strategy's name (the same on every rank): ``averaging`` under model
+    averaging, else ``sparse`` or ``dense`` as ``config.exchange`` and the ``auto`` rule say.
+    Collective."""
+    if config.sync != "gradients":
+        return "averaging"
+    if config.exchange == "dense":
+        return "dense"
+    applicable = train_set.is_sparse and config.optimizer == "sgd" and config.l1 == 0
+    if config.exchange == "auto" and comm.size == 1:
+        return "dense"  # nothing to exchange; the dense step is faster on one rank
+    if not applicable:
+        if config.exchange == "sparse":
+            raise everywhere(
+                ConfigError(
+                    "--exchange sparse needs sparse data (CSR directory or LIBSVM), "
+                    "--optimizer sgd and --l1 0"
+                )
+            )
+        return "dense"
+    if config.exchange == "sparse":
+        return "sparse"
+    nnz = comm.sum_int(int(cast("sp.csr_matrix", train_set.X).nnz))
+    nnz_per_row = nnz / max(train_set.n_total, 1)
+    rows = min(config.batch_size, train_set.n_total) / comm.size
+    pays = sparse_exchange_pays(nnz_per_row, rows, comm.size, model.n_outputs, model.n_params)
+    return "sparse" if pays else "dense"
+
+
+def build_steps(
+    config: TrainConfig, train_set: Dataset, model: LinearModel, comm: Communicator
+) -> tuple[BatchPlan, Schedule, Optimizer]:
+    """The batch plan of this rank, the learning-rate schedule and the optimiser."""
+    chunk_rows = config.chunk_rows or auto_chunk_rows(
+        train_set.n_features, max(1, config.batch_size // comm.size)
+    )
+    plan = BatchPlan(
+        train_set.ownership,
+        train_set.n_total,
+        config.batch_size,
+        config.shuffle,
+        config.seed,
+        comm.rank,
+        chunk_rows=chunk_rows,
+    )
+    S = plan.steps_per_epoch
+    schedule = Schedule(
+        config.schedule,
+        config.lr,
+        total_steps=config.epochs * S,
+        steps_per_epoch=S,
+        warmup_steps=round(config.warmup_epochs * S),
+        power_t=config.power_t,
+        gamma=config.lr_gamma,
+        step_epochs=config.lr_step_epochs,
+    )
+    optimizer = make_optimizer(
+        config.optimizer,
+        model.n_params,
+        momentum=config.momentum,
+        beta1=config.beta1,
+        beta2=config.beta2,
+        eps=config.eps,
+    )
+    return plan, schedule, optimizer
+
+
+def checkpoint_info(config: TrainConfig, model: LinearModel, data: LoadedData) -> dict[str, Any]:
+    """What a checkpoint records of the run, and a resumed run must match."""
+    return {
+        "mpi_sgd_version": __version__,
+        "model": {
+            "kind": config.model,
+            "n_features": data.train.n_features,
+            "n_outputs": model.n_outputs,
+            "classes": [float(c) for c in data.classes],
+        },
+        "n_params": model.n_params,
+        "config": config.to_dict(),
+        "data": {"train": data.train_path, "test": data.test_path, "n_train": data.train.n_total},
+    }
+
+
+def resume(
+    directory: str,
+    model: LinearModel,
+    optimizer: Optimizer,
+    info: dict[str, Any],
+    comm: Communicator,
+    console: Console,
+) -> TrainingPosition:
+    """Load the newest valid checkpoint into ``model`` and ``optimizer``. Collective.
+
+    Rank 0 chooses the checkpoint; every rank reads it (a shared file system, as usual for
+    checkpoints on a cluster); the ranks then check they hold the same parameters.
+    """
+    chosen = ""
+    skipped: list[str] = []
+    with comm.collective_section():
+        if comm.is_root:
+            latest, skipped = find_latest(directory)
+            chosen = latest.path if latest is not None else ""
+    chosen = comm.allgather_str(chosen)[0]
+    for note in skipped:
+        console.warn(f"skipped checkpoint: {note}")
+    if not chosen:
+        console.log(f"no checkpoint in {directory}: starting from the beginning")
+        return TrainingPosition()
+    with comm.collective_section():
+        ckpt = load_checkpoint(chosen)
+        check_compatible(ckpt.manifest, info, model.n_params)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        model.params[:] = ckpt.params
+    check_identical_params(model.params, comm, "resumption")
+    pos = ckpt.position
+    before = ckpt.manifest.get("n_ranks")
+    console.log(
+        f"resumed from {chosen}: epoch {pos.epochs_done + 1}, step {pos.step_in_epoch} of the "
+        f"epoch, global step {pos.global_step}"
+        + (f" (written by {before} ranks, now {comm.size})" if before != comm.size else "")
+    )
+    return pos
+
+
+def save(
+    directory: str,
+    config: TrainConfig,
+    model: LinearModel,
+    data: LoadedData,
+    options: RunOptions,
+    comm: Communicator,
+    solver: SGDSolver,
+    reports: list[EpochReport],
+) -> None:
+    """Write the trained model (rank 0), with what it was trained on. Collective."""
+    with comm.collective_section():
+        if not comm.is_root:
+            return
+        last = reports[-1] if reports else None
+        save_model(
+            directory,
+            model.coef,
+            model.intercept,
+            data.classes,
+            config.model,
+            {
+                "mpi_sgd_version": __version__,
+                "config": config.to_dict(),
+                "objective": (
+                    f"mean {LOSS_OF_MODEL[config.model]} + {config.l2:g}/2*||coef||_2^2 + "
+                    f"{config.l1:g}*||coef||_1 (intercept unpenalised)"
+                ),
+                "read_options": {
+                    "csv_label_column": options.csv_label_column,
+                    "libsvm_index_base": data.train.index_base,
+                },
+                "train": data.train_path,
+                "test": data.test_path,
+                "n_ranks": comm.size,
+                "epochs": solver.epochs_done,
+                "steps": solver.global_step,
+                "final": last.as_record() if last is not None else None,
+            },
+        )
+
+
+def learning_warnings(last: EpochReport, base: Baselines) -> list[str]:
+    """The end-of-run check against the best constant model (see :mod:`mpi_sgd.model.health`):
+    on the full training loss when ``--eval-train`` measured it, else on the last epoch's
+    running mean; on the test accuracy when there is a test set, else the training accuracy."""
+    train_loss = last.train_eval.get("loss", last.train_loss)
+    if "accuracy" in last.test:
+        return did_not_learn(base, train_loss, last.test["accuracy"], "test")
+    return did_not_learn(base, train_loss, last.train_eval.get("accuracy"), "training")
+
+
+# ------------------------------------------------------------------------------- reporting
+def describe_data(data: LoadedData, comm: Communicator) -> str:
+    """The first console line: ranks, sources, sizes, load time. Collective."""
+    train_set, test_set = data.train, data.test
+    sizes = comm.allgather_int(train_set.n_local)
+    return (
+        f"mpi_sgd {__version__}: {comm.size} rank(s); train {train_set.source}"
+        f"{train_set.source_note}: {train_set.n_total} rows x {train_set.n_features} features"
+        f"{' (sparse)' if train_set.is_sparse else ''}, rows per rank "
+        f"{sizes.min()}..{sizes.max()}; "
+        + (
+            f"test {test_set.source}{test_set.source_note}: {test_set.n_total} rows; "
+            if test_set is not None
+            else ""
+        )
+        + f"loaded in {data.seconds:.2f}s"
+    )
+
+
+def describe_training(
+    config: TrainConfig, loss: Loss, classes: np.ndarray, plan: BatchPlan, exchange: str
+) -> str:
+    """The second console line: model, optimiser, batches, penalties, sampling, exchange."""
+    if config.sync == "one-shot":
+        averaging = "once, at the end"
+    else:
+        every = f"every {config.average_every} steps and " if config.average_every else ""
+        averaging = f"{every}at epoch ends"
+    return (
+        f"model {config.model}"
+        + (f" ({classes.size} classes)" if loss.is_classifier else "")
+        + f", optimizer {config.optimizer}, lr {config.lr:g} ({config.schedule}), global batch "
+        f"{plan.batch_size} ({plan.steps_per_epoch} steps/epoch), l2 {config.l2:g}, "
+        f"l1 {config.l1:g}, shuffle {config.shuffle}"
+        + (f" ({plan.chunk_rows} rows per chunk), " if config.shuffle == "chunks" else ", ")
+        + (
+            f"{exchange} exchange"
+            if config.sync == "gradients"
+            else f"model averaging ({averaging})"
+        )
+    )
+
+
+class _EpochReporter:
+    """Progress after each step, one console line and one metrics record per epoch."""
+
+    def __init__(
+        self, console: Console, metrics: MetricsWriter, epochs: int, classifier: bool
+    ) -> None:
+        self.console, self.metrics = console, metrics
+        self.epochs, self.classifier = epochs, classifier
+        self.epoch_start = time.perf_counter()
+
+    def on_step(self, epoch: int, step: int, steps: int, loss_value: float) -> None:
+        self.console.progress(epoch, self.epochs, step, steps, loss_value, self.epoch_start)
+
+    def on_epoch(self, report: EpochReport) -> None:
+        self.console.log(epoch_line(report, self.epochs, self.classifier))
+        self.metrics.write("epoch", **report.as_record())
+        self.epoch_start = time.perf_counter()
+
+
+class _Checkpointer:
+    """The checkpoint hook: rank 0 writes, every rank agrees it worked. Collective."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        info: dict[str, Any],
+        comm: Communicator,
+        metrics: MetricsWriter,
+    ) -> None:
+        self.options, self.info, self.comm, self.metrics = options, info, comm, metrics
+
+    def __call__(self, solver: SGDSolver) -> None:
+        with self.comm.collective_section():
+            if self.comm.is_root:
+                assert self.options.checkpoint_dir is not None
+                path = save_checkpoint(
+                    self.options.checkpoint_dir,
+                    solver.model.params,
+                    solver.optimizer.state_dict(),
+                    solver.position,
+                    {**self.info, "n_ranks": self.comm.size},
+                    keep=self.options.keep_checkpoints,
+                )
+                self.metrics.write("checkpoint", path=path, **solver.position.__dict__)
