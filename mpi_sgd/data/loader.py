@@ -6,96 +6,84 @@ A data ``PATH`` is one of
 * a directory holding ``X.npy`` and ``y.npy`` (dense; memory-mapped, a rank touches its rows only);
 * a directory holding ``X_data.npy``, ``X_indices.npy``, ``X_indptr.npy``, ``X_shape.npy`` and
   ``y.npy`` (CSR; a rank reads its slice of ``indptr`` and then only its non-zeros);
-* a LIBSVM/svmlight file or a CSV file, where each rank parses only its byte range, split at
-  line boundaries. The format is ``ReadOptions.fmt`` when given, else the suffix when it decides
-  (``.svm``, ``.libsvm``, ``.svmlight``; ``.csv``), else the file's first data line
-  (:mod:`mpi_sgd.data.sniff`: every rank reads the same first bytes, so all agree);
+* a LIBSVM/svmlight file or a CSV file, plain (each rank parses only its byte range, split at
+  line boundaries) or compressed with gzip, bzip2 or xz (every rank decompresses the stream and
+  keeps only its own lines). The format is ``ReadOptions.fmt`` when given, else the suffix when
+  it decides (``.svm``, ``.libsvm``, ``.svmlight``; ``.csv``; after a ``.gz``/``.bz2``/``.xz``),
+  else the first data line (:mod:`mpi_sgd.data.sniff`: every rank reads the same first bytes,
+  so all agree);
+* a Parquet file, a directory of Parquet files (a Spark or pandas dataset, hive-partitioned
+  ones included) or a glob of them: one data set whose row groups the ranks share by rows
+  (:mod:`mpi_sgd.data.formats.parquet`, the ``parquet`` extra);
+* an HDF5 file with a 2-D dataset or a CSR group of features and a dataset of labels, a rank
+  reading its hyperslab of rows (:mod:`mpi_sgd.data.formats.hdf5`, the ``hdf5`` extra);
 * a directory of shards, or a glob, of one of the formats above, assigned to ranks whole.
+
+Each format is a module of :mod:`mpi_sgd.data.formats` with the same interface
+(``read_local`` and ``write``); the loader dispatches on the format's name.
 
 Loading is two-phase. First every rank reads its own rows with no communication, inside a
 collective section so that one rank's failure is reported on all. Then the ranks combine small
-facts collectively (row counts, feature count, LIBSVM index base, global row ids) and check that
-a model of the agreed width can fit in memory (:mod:`mpi_sgd.data.sizes`) before anything of that
-width is allocated.
+facts collectively (row counts, feature count, LIBSVM index base, global row ids, the column
+means that fill Parquet nulls under ``--impute mean``) and check that a model of the agreed width
+can fit in memory (:mod:`mpi_sgd.data.sizes`) before anything of that width is allocated.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import cast
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from mpi_sgd.comm import Communicator
-from mpi_sgd.data import sizes, synthetic
+from mpi_sgd.data import formats, sizes, synthetic
+from mpi_sgd.data.formats import compression, hdf5, parquet
+from mpi_sgd.data.formats.base import (
+    IMPUTE,
+    LocalRead,
+    MissingExtra,
+    ReadOptions,
+    any_value,
+    check_finite,
+    own_range,
+)
+from mpi_sgd.data.formats.textfile import shards_note
 from mpi_sgd.data.partition import RowOwnership, block_range, partition_rows
-from mpi_sgd.data.sniff import sniff_text_format
-from mpi_sgd.data.text import line_number, read_text_rows
+from mpi_sgd.data.sniff import SNIFF_BYTES, sniff_head, sniff_text_format
 from mpi_sgd.errors import ConfigError, DataError, everywhere
+
+__all__ = [
+    "CSR_FILES",
+    "DIR_FORMATS",
+    "FORMATS",
+    "TEXT_SUFFIXES",
+    "Dataset",
+    "MissingExtra",
+    "ReadOptions",
+    "check_finite",
+    "check_options_used",
+    "describe_source",
+    "is_synthetic",
+    "load_dataset",
+    "single_kind",
+]
 
 TEXT_SUFFIXES = {".svm": "libsvm", ".libsvm": "libsvm", ".svmlight": "libsvm", ".csv": "csv"}
 CSR_FILES = ("X_data.npy", "X_indices.npy", "X_indptr.npy", "X_shape.npy")
-FORMATS = ("auto", "npy", "csr", "libsvm", "csv")
+FORMATS = ("auto", "npy", "csr", "libsvm", "csv", "parquet", "hdf5")
 """Values of ``ReadOptions.fmt`` (``--format``, ``--test-format``)."""
 DIR_FORMATS = ("npy", "csr")
-
-
-@dataclass
-class ReadOptions:
-    """How to read a data source.
-
-    Attributes
-    ----------
-    partition : str
-        ``contiguous`` (default), ``strided`` or ``random``; shard sets apply it to whole files.
-    seed : int
-        Seed of the ``random`` partition.
-    csv_label_column : int
-        Column of the label in CSV files (negative counts from the end).
-    n_features : int or None
-        Force the feature count (LIBSVM files do not state it); must cover every index seen.
-    split : str
-        ``train`` or ``test``: which split of a ``synthetic:`` source to read.
-    index_base : int or None
-        LIBSVM column indices start at this (0 or 1); None detects it: zero-based when some row
-        uses index 0, one-based when the highest index equals ``n_features``, else one-based
-        with a warning (the file cannot tell). Pass the training set's value when reading its
-        test set.
-    width_source : str
-        Where ``n_features`` came from, for messages (``--n-features``, or the training data).
-    index_base_source : str
-        Where a given ``index_base`` came from, for messages: a flag (``--libsvm-index-base``),
-        or another data set (``"the training data PATH (why)"``: then a file that shows the
-        other base is an error naming both).
-    fmt : str
-        One of :data:`FORMATS`: ``auto`` (default) tells the format by directory content, file
-        suffix, or the first data line; the others force it.
-    fmt_flag : str
-        The option that sets ``fmt``, for messages (``--format`` or ``--test-format``).
-    warn : callable or None
-        Called once, on rank 0 only, with each warning about the data (such as a guessed index
-        base); None drops them (the facts stay on the :class:`Dataset`).
-    memory_bytes : int or None
-        Bytes a rank may use for the model, for the size check; None: the smallest physical
-        memory over the ranks; 0 disables the check.
-    """
-
-    partition: str = "contiguous"
-    seed: int = 0
-    csv_label_column: int = 0
-    n_features: int | None = None
-    split: str = "train"
-    index_base: int | None = None
-    width_source: str = "--n-features"
-    index_base_source: str = "--libsvm-index-base"
-    fmt: str = "auto"
-    fmt_flag: str = "--format"
-    warn: Callable[[str], object] | None = None
-    memory_bytes: int | None = None
+TEXT_FORMATS = ("libsvm", "csv")
+_WIDTH_FROM = {
+    "npy": "X.npy",
+    "csr": "X_shape.npy",
+    "csv": "its first line",
+    "parquet": "its columns",
+    "hdf5": "the shape of X",
+}
 
 
 @dataclass
@@ -119,7 +107,8 @@ class Dataset:
     index_base : int
         The LIBSVM index base used (0 for other formats).
     fmt : str
-        The format read: ``synthetic``, ``npy``, ``csr``, ``libsvm`` or ``csv``.
+        The format read: ``synthetic``, ``npy``, ``csr``, ``libsvm``, ``csv``, ``parquet`` or
+        ``hdf5``.
     index_base_auto : bool
         LIBSVM: the base was detected (``ReadOptions.index_base`` was None).
     index_base_evident : bool
@@ -128,6 +117,22 @@ class Dataset:
     index_base_reason : str
         LIBSVM: why this base, for messages (``"index 0 is used"``, ``"--libsvm-index-base"``,
         ``"assumed, no row uses index 0"``, ...); empty for other formats.
+    note : str
+        How the data was read, shown on the first output line: ``"gzip stream: every rank
+        decompresses it and keeps only its own lines"``, ``"3 files, 12 row groups; label
+        'label', 30 feature columns"``; empty for the plain formats.
+    label_column : str or None
+        Parquet: the label column read.
+    feature_columns : tuple of str or None
+        Parquet: the feature columns read, in the order of ``X``'s columns (a list column gives
+        several). Read a test set with these (``ReadOptions.feature_columns``), so that its
+        columns are matched by name.
+    impute_values : ndarray of shape (n_features,) or None
+        The values that filled null features (``--impute``): the global column means, or zeros.
+        Read a test set with these (``ReadOptions.impute_values``).
+    unused_flags : tuple of str
+        Format flags set in the read options that this format does not use (``--h5-x`` for
+        Parquet data); :func:`check_options_used` refuses those no data set used.
     """
 
     X: np.ndarray | sp.csr_matrix
@@ -141,6 +146,11 @@ class Dataset:
     index_base_auto: bool = False
     index_base_evident: bool = True
     index_base_reason: str = ""
+    note: str = ""
+    label_column: str | None = None
+    feature_columns: tuple[str, ...] | None = None
+    impute_values: np.ndarray | None = None
+    unused_flags: tuple[str, ...] = ()
 
     @property
     def n_local(self) -> int:
@@ -155,10 +165,12 @@ class Dataset:
     @property
     def source_note(self) -> str:
         """How the source was read, for the first output line: ``" (libsvm; index base 0: index
-        0 is used)"``, ``" (csv)"``; empty for synthetic data."""
+        0 is used)"``, ``" (csv)"``, ``" (libsvm, gzip stream: ...; index base 1: ...)"``;
+        empty for synthetic data."""
+        head = f"{self.fmt}, {self.note}" if self.note else self.fmt
         if self.fmt == "libsvm":
-            return f" (libsvm; index base {self.index_base}: {self.index_base_reason})"
-        return f" ({self.fmt})" if self.fmt and self.fmt != "synthetic" else ""
+            return f" ({head}; index base {self.index_base}: {self.index_base_reason})"
+        return f" ({head})" if self.fmt and self.fmt != "synthetic" else ""
 
     def with_dtype(self, dtype: str) -> Dataset:
         """This partition with features in ``dtype`` (``auto`` keeps float32 and makes anything
@@ -172,21 +184,8 @@ class Dataset:
         return replace(self, X=self.X.astype(target))
 
 
-@dataclass
-class _LocalRead:
-    """What one rank read, before the ranks combine. Exactly one of ``ownership`` / ``segments``."""
-
-    X: np.ndarray | sp.csr_matrix
-    y: np.ndarray
-    n_features: int | None  # None: unknown here (LIBSVM, or an empty text block)
-    ownership: RowOwnership | None = None
-    segments: list[tuple[int, int]] = field(default_factory=list)  # (segment id, rows), local order
-    n_segments: int = 0
-    index_range: tuple[int, int] | None = None  # LIBSVM raw (min, max) column index seen
-    # LIBSVM: where the first rows holding the min and the max index are, as (file, block byte
-    # offset, line index within the block); turned into line numbers on the error path only
-    index_where: tuple[tuple[str, int, int], tuple[str, int, int]] | None = None
-    files: list[str] = field(default_factory=list)
+# Kept for imports of the loader's former private name.
+_LocalRead = LocalRead
 
 
 # --------------------------------------------------------------------------------- detection
@@ -198,10 +197,12 @@ def is_synthetic(path: str) -> bool:
 def describe_source(path: str, fmt: str = "auto", flag: str = "--format") -> tuple[str, list[str]]:
     """Classify a data ``PATH``: returns ``(kind, files)``.
 
-    ``kind`` is ``synthetic``, ``npy``, ``csr``, ``libsvm`` or ``csv``; ``files`` is one entry
-    (the path) or, for shard sets, every shard in sorted order. ``fmt`` (one of
-    :data:`FORMATS`) forces the format of the data or of every shard; ``auto`` goes by directory
-    content, then by a deciding file suffix, then by the first data line of the file
+    ``kind`` is ``synthetic``, ``npy``, ``csr``, ``libsvm``, ``csv``, ``parquet`` or ``hdf5``;
+    ``files`` is one entry (the path), every file of a Parquet dataset (a directory or glob of
+    Parquet files is one data set), or, for shard sets, every shard in sorted order. ``fmt``
+    (one of :data:`FORMATS`) forces the format of the data or of every shard; ``auto`` goes by
+    directory content, then by a deciding file suffix, then by the file's first bytes (Parquet,
+    HDF5, or a compressed stream) and its first data line
     (:func:`~mpi_sgd.data.sniff.sniff_text_format`). Rank-local and cheap (a directory listing,
     at most the first MiB of a file); every rank gets the same answer for the same files.
 
@@ -222,11 +223,17 @@ def describe_source(path: str, fmt: str = "auto", flag: str = "--format") -> tup
         shards = sorted(glob.glob(path))
         if not shards:
             raise DataError(f"no file matches the glob {path!r}")
+        if fmt in ("auto", "parquet") and all(
+            parquet.is_parquet_file(s) or (fmt == "parquet" and os.path.isfile(s)) for s in shards
+        ):
+            return "parquet", shards
         return _shard_kind(path, shards, fmt, flag), shards
     if not os.path.exists(path):
         raise DataError(f"data path {path!r} does not exist")
     if os.path.isdir(path):
         single = single_kind(path, fmt, flag)
+        if single == "parquet":
+            return "parquet", parquet.dataset_files(path, forced=True) or []
         if single is not None:
             return single, [path]
         entries = sorted(
@@ -245,16 +252,25 @@ def describe_source(path: str, fmt: str = "auto", flag: str = "--format") -> tup
 
 
 def single_kind(path: str, fmt: str = "auto", flag: str = "--format") -> str | None:
-    """The format of one data file or directory (``npy``, ``csr``, ``libsvm``, ``csv``).
+    """The format of one data file or directory (``npy``, ``csr``, ``parquet`` for a directory;
+    ``libsvm``, ``csv``, ``parquet``, ``hdf5`` for a file).
 
-    None for a directory that is neither an npy nor a CSR directory (a shard set), and for a
-    file whose format ``auto`` cannot tell because it holds no data line. A file of no deciding
-    suffix is sniffed (see :func:`describe_source`); a file whose first data line is neither
-    format raises :class:`DataError`, as does a forced ``fmt`` that the path cannot be.
+    None for a directory that is none of these (a shard set), and for a text file whose format
+    ``auto`` cannot tell because it holds no data line. A file is recognised by its suffix when
+    that decides (``.svm``, ``.csv``, ``.parquet``, ``.h5``, ..., also after ``.gz``, ``.bz2``,
+    ``.xz``), else by its first bytes (the Parquet or HDF5 signature; a compressed stream,
+    whose decompressed start is then sniffed), else by its first data line (see
+    :func:`describe_source`). A file whose first data line is neither format raises
+    :class:`DataError`, as does a forced ``fmt`` that the path cannot be.
     """
     if os.path.isdir(path):
         names = set(os.listdir(path))
         found = "npy" if "X.npy" in names else "csr" if "X_indptr.npy" in names else None
+        if found is None and fmt in ("auto", "parquet"):
+            if parquet.dataset_files(path, forced=fmt == "parquet") is not None:
+                return "parquet"
+            if fmt == "parquet":
+                raise DataError(f"{path!r} holds no Parquet file, but {flag} parquet was given")
         if fmt == "auto" or found == fmt or found is None:
             return found  # None: a shard directory (of shards in the forced format)
         raise DataError(
@@ -268,14 +284,25 @@ def single_kind(path: str, fmt: str = "auto", flag: str = "--format") -> str | N
         )
     if fmt != "auto":
         return fmt
-    by_suffix = TEXT_SUFFIXES.get(os.path.splitext(path)[1].lower())
-    return by_suffix if by_suffix is not None else sniff_text_format(path, flag)
+    lower = path.lower()
+    inner = compression.strip_suffix(lower)
+    by_suffix = TEXT_SUFFIXES.get(os.path.splitext(inner)[1])
+    if by_suffix is not None:
+        return by_suffix
+    if lower.endswith(parquet.SUFFIXES) or parquet.is_parquet_file(path):
+        return "parquet"
+    if lower.endswith(hdf5.SUFFIXES) or hdf5.is_hdf5_file(path):
+        return "hdf5"
+    codec = compression.codec_of(path)
+    if codec is not None:
+        return sniff_head(compression.head(path, codec, SNIFF_BYTES + 1), path, flag)
+    return sniff_text_format(path, flag)
 
 
 def _shard_kind(path: str, shards: list[str], fmt: str, flag: str) -> str:
     kinds = {}
     for shard in shards:
-        if fmt in ("libsvm", "csv") and os.path.isdir(shard):
+        if fmt in ("libsvm", "csv", "hdf5") and os.path.isdir(shard):
             raise DataError(f"shard {shard!r} of {path!r} is a directory, not a {fmt} file")
         kinds[shard] = single_kind(shard, fmt, flag)
     dirs = [s for s, k in kinds.items() if k is None and os.path.isdir(s)]
@@ -292,84 +319,52 @@ def _shard_kind(path: str, shards: list[str], fmt: str, flag: str) -> str:
     return found.pop()
 
 
+_FORMAT_FLAGS = {
+    "--label-column": ("parquet", "label_column"),
+    "--feature-columns": ("parquet", "feature_columns"),
+    "--impute": ("parquet", "impute"),
+    "--h5-x": ("hdf5", "h5_x"),
+    "--h5-y": ("hdf5", "h5_y"),
+}
+
+
+def _unused_flags(kind: str, opts: ReadOptions) -> tuple[str, ...]:
+    """The format flags set in ``opts`` that data of format ``kind`` does not use."""
+    unused = []
+    for flag, (fmt, attr) in _FORMAT_FLAGS.items():
+        value = getattr(opts, attr)
+        if fmt != kind and any_value(value) and value != "none":
+            unused.append(flag)
+    return tuple(unused)
+
+
+def check_options_used(*datasets: Dataset | None) -> None:
+    """Refuse format flags (``--label-column``, ``--h5-x``, ...) that none of ``datasets`` (the
+    training and the test set) could use, such as ``--label-column`` with CSV data.
+
+    Raises ConfigError on every rank alike (the datasets' formats are agreed facts).
+    """
+    loaded = [d for d in datasets if d is not None]
+    if not loaded:
+        return
+    unused = [f for f in loaded[0].unused_flags if all(f in d.unused_flags for d in loaded[1:])]
+    if unused:
+        formats_of = sorted({_FORMAT_FLAGS[f][0] for f in unused})
+        what = " and ".join(f"{d.source} is {d.fmt} data" for d in loaded)
+        hint = (
+            "; for CSV, --csv-label-column K picks the label"
+            if any(d.fmt == "csv" for d in loaded) and "--label-column" in unused
+            else ""
+        )
+        raise everywhere(
+            ConfigError(
+                f"{', '.join(unused)} apply to {' and '.join(formats_of)} data, but {what}{hint}"
+            )
+        )
+
+
 # ------------------------------------------------------------------------------- local reads
-def _open_npy(path: str, name: str) -> np.ndarray:
-    full = os.path.join(path, name)
-    if not os.path.exists(full):
-        raise DataError(f"{full!r} is missing")
-    try:
-        arr = np.load(full, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{full!r} is not a readable .npy file ({exc})") from exc
-    return arr
-
-
-def _read_npy(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
-    X = _open_npy(path, "X.npy")
-    y = _open_npy(path, "y.npy")
-    if X.ndim != 2:
-        raise DataError(f"{path}/X.npy must be 2-D (rows, features), got shape {X.shape}")
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise DataError(
-            f"{path}/y.npy has shape {y.shape}, expected ({X.shape[0]},) to match X.npy"
-        )
-    if X.dtype.kind not in "fiu" or y.dtype.kind not in "fiub":
-        raise DataError(f"{path}: X.npy and y.npy must hold numbers, got {X.dtype} and {y.dtype}")
-    own = partition_rows(X.shape[0], rank, size, opts.partition, opts.seed)
-    if own.ids is None:
-        assert own.ranges is not None
-        start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
-        X_local, y_local = X[start:stop], np.asarray(y[start:stop], dtype=np.float64)
-    else:
-        X_local, y_local = np.asarray(X[own.ids]), np.asarray(y[own.ids], dtype=np.float64)
-    return _LocalRead(X_local, y_local, int(X.shape[1]), ownership=own)
-
-
-def _read_csr(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
-    data = _open_npy(path, "X_data.npy")
-    indices = _open_npy(path, "X_indices.npy")
-    indptr = _open_npy(path, "X_indptr.npy")
-    shape = np.asarray(_open_npy(path, "X_shape.npy"))
-    y = _open_npy(path, "y.npy")
-    if shape.shape != (2,):
-        raise DataError(
-            f"{path}/X_shape.npy must hold [n_rows, n_features], got {shape.tolist()!r}"
-        )
-    n, d = int(shape[0]), int(shape[1])
-    if indptr.shape != (n + 1,) or y.shape != (n,) or data.shape != indices.shape:
-        raise DataError(
-            f"{path}: inconsistent CSR arrays (indptr {indptr.shape}, data {data.shape}, "
-            f"indices {indices.shape}, y {y.shape}) for shape ({n}, {d})"
-        )
-    own = partition_rows(n, rank, size, opts.partition, opts.seed)
-    if own.ids is None:
-        assert own.ranges is not None
-        start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
-        ptr = np.asarray(indptr[start : stop + 1], dtype=np.int64)
-        lo, hi = (int(ptr[0]), int(ptr[-1])) if ptr.size else (0, 0)
-        X_local = sp.csr_matrix(
-            (np.asarray(data[lo:hi], dtype=np.float64), np.asarray(indices[lo:hi]), ptr - lo),
-            shape=(stop - start, d),
-        )
-        y_local = np.asarray(y[start:stop], dtype=np.float64)
-    else:
-        # Gather the owned rows' non-zeros with one vectorised fancy index per array: reads
-        # only those bytes of the memory maps.
-        starts = np.asarray(indptr[own.ids], dtype=np.int64)
-        lengths = np.asarray(indptr[own.ids + 1], dtype=np.int64) - starts
-        ptr = np.concatenate([[0], np.cumsum(lengths)])
-        positions = np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1], dtype=np.int64)
-        X_local = sp.csr_matrix(
-            (np.asarray(data[positions], dtype=np.float64), np.asarray(indices[positions]), ptr),
-            shape=(own.n_local, d),
-        )
-        y_local = np.asarray(y[own.ids], dtype=np.float64)
-    if X_local.nnz and (X_local.indices.min() < 0 or X_local.indices.max() >= d):
-        raise DataError(f"{path}: column index outside [0, {d}) in X_indices.npy")
-    return _LocalRead(X_local, y_local, d, ownership=own)
-
-
-def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
+def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> LocalRead:
     try:
         spec = synthetic.parse_synthetic(path)
     except ValueError as exc:
@@ -377,8 +372,7 @@ def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> _Loca
     n = spec.n_rows(opts.split)
     own = partition_rows(n, rank, size, opts.partition, opts.seed)
     if own.ids is None:
-        assert own.ranges is not None
-        start, stop = (int(own.ranges[0, 0]), int(own.ranges[0, 1])) if own.n_local else (0, 0)
+        start, stop = own_range(own)
         X, y = synthetic.generate_rows(spec, opts.split, start, stop)
     else:
         # Generate only the blocks holding owned rows, one at a time.
@@ -394,42 +388,30 @@ def _read_synthetic(path: str, rank: int, size: int, opts: ReadOptions) -> _Loca
             y = np.concatenate(ys)
         else:
             X, y = synthetic.generate_rows(spec, opts.split, 0, 0)
-    return _LocalRead(X, y, spec.n_features, ownership=own)
+    return LocalRead(X, y, spec.n_features, ownership=own)
 
 
-def _read_text_block(path: str, fmt: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
-    if opts.partition != "contiguous":
-        raise ConfigError(
-            f"--partition {opts.partition} needs random access to rows; a single {fmt} file is "
-            "split by byte ranges (contiguous). Use .npy/CSR data, or shard the file"
-        )
-    start, stop = block_range(_file_size(path), rank, size)
-    rows = read_text_rows(path, fmt, start, stop, csv_label_column=opts.csv_label_column)
-    where = None
-    if rows.index_lines is not None:
-        where = ((path, rows.base, rows.index_lines[0]), (path, rows.base, rows.index_lines[1]))
-    return _LocalRead(
-        rows.X,
-        rows.y,
-        rows.n_features,
-        segments=[(rank, rows.y.shape[0])],
-        n_segments=size,
-        index_range=rows.index_range,
-        index_where=where,
-        files=[path],
-    )
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError as exc:
-        raise DataError(f"cannot read {path!r}: {exc.strerror}") from exc
+def _read_single(
+    kind: str,
+    path: str,
+    rank: int,
+    size: int,
+    opts: ReadOptions,
+    files: list[str] | None = None,
+) -> LocalRead:
+    """This rank's rows of one data set (not a shard set), through its format module."""
+    if kind == "synthetic":
+        return _read_synthetic(path, rank, size, opts)
+    if files is None:
+        files = [path]
+        if kind == "parquet" and os.path.isdir(path):
+            files = parquet.dataset_files(path, forced=True) or []
+    return formats.get(kind).read_local(path, files, rank, size, opts)
 
 
 def _read_shards(
     kind: str, shards: list[str], rank: int, size: int, opts: ReadOptions
-) -> _LocalRead:
+) -> LocalRead:
     n = len(shards)
     if opts.partition == "contiguous":
         a, b = block_range(n, rank, size)
@@ -439,12 +421,18 @@ def _read_shards(
     else:
         a, b = block_range(n, rank, size)
         mine = sorted(np.random.default_rng([opts.seed, 0x5EED]).permutation(n)[a:b].tolist())
-    whole = ReadOptions(csv_label_column=opts.csv_label_column, split=opts.split)
+    # Each shard is read whole; the widths and the LIBSVM base are agreed over all shards later.
+    whole = replace(
+        opts, partition="contiguous", seed=0, n_features=None, index_base=None, warn=None
+    )
     parts = [_read_single(kind, shards[i], 0, 1, whole) for i in mine]
     feats = {p.n_features for p in parts if p.n_features is not None}
     if len(feats) > 1:
         detail = ", ".join(f"{shards[i]}: {p.n_features}" for i, p in zip(mine, parts, strict=True))
         raise DataError(f"shards have different feature counts ({detail})")
+    columns = {p.feature_names for p in parts}
+    if len(columns) > 1:
+        raise DataError(f"shards have different feature columns: {sorted(map(str, columns))}")
     segments = [(i, int(p.y.shape[0])) for i, p in zip(mine, parts, strict=True)]
     ranged = [
         (p.index_range, p.index_where)
@@ -457,17 +445,28 @@ def _read_shards(
         high = max(ranged, key=lambda r: r[0][1])
         index_range = (low[0][0], high[0][1])
         index_where = (low[1][0], high[1][1])
+    sparse = [sp.issparse(p.X) for p in parts]
+    if len(set(sparse)) > 1:
+        raise DataError(f"shards of {kind} data mix dense and sparse (CSR) features")
     if not parts:
         X: np.ndarray | sp.csr_matrix = np.empty((0, 0))
         y = np.empty(0)
-    elif kind in ("csr", "libsvm"):
+    elif sparse[0]:
         width = max(p.X.shape[1] for p in parts)
         X = sp.vstack([_widen(p.X, width) for p in parts], format="csr")
         y = np.concatenate([p.y for p in parts])
     else:
         X = parts[0].X if len(parts) == 1 else np.concatenate([np.asarray(p.X) for p in parts])
         y = np.concatenate([p.y for p in parts])
-    return _LocalRead(
+    missing = None
+    if any(p.missing is not None for p in parts):
+        offsets = np.cumsum([0] + [int(p.y.shape[0]) for p in parts])
+        rows = [p.missing[0] + offsets[k] for k, p in enumerate(parts) if p.missing is not None]
+        cols = [p.missing[1] for p in parts if p.missing is not None]
+        missing = (np.concatenate(rows), np.concatenate(cols))
+    codecs = {p.note.split(" ", 1)[0] for p in parts if p.note and kind in TEXT_FORMATS}
+    note = shards_note("/".join(sorted(codecs))) if codecs else parts[0].note if parts else ""
+    return LocalRead(
         X,
         y,
         feats.pop() if feats else None,
@@ -476,46 +475,16 @@ def _read_shards(
         index_range=index_range,
         index_where=index_where,
         files=[shards[i] for i in mine],
+        note=note,
+        feature_names=parts[0].feature_names if parts else None,
+        label_name=parts[0].label_name if parts else None,
+        missing=missing,
     )
 
 
 def _widen(X: sp.csr_matrix, width: int) -> sp.csr_matrix:
     X = sp.csr_matrix(X)
     return sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], width))
-
-
-def _read_single(kind: str, path: str, rank: int, size: int, opts: ReadOptions) -> _LocalRead:
-    if kind == "npy":
-        local = _read_npy(path, rank, size, opts)
-    elif kind == "csr":
-        local = _read_csr(path, rank, size, opts)
-    elif kind == "synthetic":
-        return _read_synthetic(path, rank, size, opts)
-    else:
-        return _read_text_block(path, kind, rank, size, opts)  # the parser checks values
-    assert local.ownership is not None
-    check_finite(local.X, path, local.ownership)
-    return local
-
-
-def check_finite(X: np.ndarray | sp.csr_matrix, path: str, ownership: RowOwnership) -> None:
-    """Raise DataError naming ``path`` and the row if ``X`` holds NaN or inf (read in chunks)."""
-    if sp.issparse(X):
-        csr = cast("sp.csr_matrix", X)
-        bad = ~np.isfinite(csr.data)
-        if bad.any():
-            row = int(np.searchsorted(csr.indptr, int(np.argmax(bad)), side="right") - 1)
-            gid = int(ownership.global_ids()[row])
-            raise DataError(f"{path}: non-finite feature value (nan or inf) in row {gid}")
-        return
-    rows = max(1, min(65_536, 2**23 // max(int(X.shape[1]), 1)))  # at most 64 MiB at a time
-    for start in range(0, X.shape[0], rows):
-        block = np.asarray(X[start : start + rows])
-        finite = np.isfinite(block)
-        if not finite.all():
-            row = start + int(np.argmin(finite.all(axis=1)))
-            gid = int(ownership.global_ids()[row])
-            raise DataError(f"{path}: non-finite feature value (nan or inf) in row {gid}")
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -554,10 +523,10 @@ def load_dataset(path: str, comm: Communicator, opts: ReadOptions | None = None)
     _check_options(path, opts)
     with comm.collective_section():
         kind, files = describe_source(path, opts.fmt, opts.fmt_flag)
-        if files != [path]:
+        if files != [path] and not (kind != "synthetic" and formats.get(kind).multi_file):
             local = _read_shards(kind, files, comm.rank, comm.size, opts)
         else:
-            local = _read_single(kind, path, comm.rank, comm.size, opts)
+            local = _read_single(kind, path, comm.rank, comm.size, opts, files)
         if local.X.shape[0] != local.y.shape[0]:
             raise DataError(
                 f"{path}: {local.X.shape[0]} feature rows but {local.y.shape[0]} labels"
@@ -570,6 +539,10 @@ def _check_options(path: str, opts: ReadOptions) -> None:
     if opts.fmt not in FORMATS:
         raise everywhere(
             ConfigError(f"{opts.fmt_flag} {opts.fmt!r} is not one of {', '.join(FORMATS)}")
+        )
+    if opts.impute not in IMPUTE:
+        raise everywhere(
+            ConfigError(f"--impute must be one of {', '.join(IMPUTE)}, got {opts.impute!r}")
         )
     if opts.index_base not in (None, 0, 1):
         raise everywhere(
@@ -613,7 +586,7 @@ def _check_options(path: str, opts: ReadOptions) -> None:
 
 
 def _combine(
-    path: str, kind: str, local: _LocalRead, comm: Communicator, opts: ReadOptions
+    path: str, kind: str, local: LocalRead, comm: Communicator, opts: ReadOptions
 ) -> Dataset:
     n_total = comm.sum_int(int(local.y.shape[0]))
     if n_total == 0:
@@ -635,7 +608,7 @@ def _combine(
                     f"{path} has {width} features but {opts.width_source} has {opts.n_features}"
                 )
             )
-        what = {"npy": "X.npy", "csr": "X_shape.npy", "csv": "its first line"}.get(kind, "")
+        what = _WIDTH_FROM.get(kind, "")
         sizes.check_model_size(
             width,
             1,
@@ -653,6 +626,8 @@ def _combine(
         X = _widen(X, width) if X.shape[0] else sp.csr_matrix((0, width))
     elif X.shape[0] == 0 and X.shape[1] != width:
         X = sp.csr_matrix((0, width)) if kind == "csr" else np.empty((0, width))
+
+    impute_values = _impute(path, kind, X, local, n_total, width, comm, opts)
 
     ownership = local.ownership
     if ownership is None:
@@ -677,7 +652,55 @@ def _combine(
         index_base_auto=base.auto,
         index_base_evident=base.evident,
         index_base_reason=base.reason,
+        note=local.note,
+        label_column=local.label_name,
+        feature_columns=local.feature_names,
+        impute_values=impute_values,
+        unused_flags=_unused_flags(kind, opts),
     )
+
+
+def _impute(
+    path: str,
+    kind: str,
+    X: np.ndarray | sp.csr_matrix,
+    local: LocalRead,
+    n_total: int,
+    width: int,
+    comm: Communicator,
+    opts: ReadOptions,
+) -> np.ndarray | None:
+    """The fill values of null features, filling them in ``X`` with the global column means
+    under ``--impute mean`` (collective: one Allreduce of the column sums and null counts)."""
+    if kind != "parquet" or opts.impute == "none":
+        return None
+    if opts.impute == "zero":
+        return np.zeros(width)
+    if opts.impute_values is not None:
+        return np.asarray(opts.impute_values, dtype=np.float64)
+    # Null positions hold 0 so far, so the column sums are the sums of the non-null values.
+    sums = np.zeros(2 * width)
+    if X.shape[0]:
+        sums[:width] = np.asarray(X, dtype=np.float64).sum(axis=0) if not sp.issparse(X) else 0
+    rows = cols = None
+    if local.missing is not None:
+        rows, cols = local.missing
+        sums[width:] = np.bincount(cols, minlength=width)
+    comm.allreduce_sum_(sums)
+    present = n_total - sums[width:]
+    if np.any(present == 0):
+        j = int(np.argmax(present == 0))
+        raise everywhere(
+            DataError(
+                f"{path}: feature {j} (0-based; columns "
+                f"{', '.join(local.feature_names or ())}) is null in every row, so it has no "
+                "mean to fill"
+            )
+        )
+    means = sums[:width] / present
+    if rows is not None:
+        X[rows, cols] = means[cols]
+    return means
 
 
 @dataclass(frozen=True)
@@ -688,7 +711,7 @@ class _Base:
     reason: str  # why, for messages
 
 
-def _locate(local: _LocalRead, which: int, value: int, comm: Communicator) -> str:
+def _locate(local: LocalRead, which: int, value: int, comm: Communicator) -> str:
     """``"FILE line N"`` of the first row (lowest rank first) holding ``value`` as its minimum
     (``which`` 0) or maximum (1) LIBSVM index; ``""`` when no rank can tell. Collective; used on
     the error path only (it reads the file up to that line)."""
@@ -698,16 +721,12 @@ def _locate(local: _LocalRead, which: int, value: int, comm: Communicator) -> st
         and local.index_where is not None
         and local.index_range[which] == value
     ):
-        file, base, index = local.index_where[which]
-        try:
-            mine = f"{file} line {line_number(file, base, index)}"
-        except DataError:
-            mine = file
+        mine = local.index_where[which].describe()
     return next((w for w in comm.allgather_str(mine) if w), "")
 
 
 def _libsvm_width(
-    path: str, local: _LocalRead, comm: Communicator, opts: ReadOptions
+    path: str, local: LocalRead, comm: Communicator, opts: ReadOptions
 ) -> tuple[int, _Base]:
     """The agreed width and index base of LIBSVM data. Collective.
 

@@ -72,11 +72,17 @@ def sniff_text_format(path: str, flag: str = "--format") -> str | None:
             head = f.read(SNIFF_BYTES + 1)
     except OSError as exc:
         raise DataError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+    return sniff_head(head, path, flag)
+
+
+def sniff_head(head: bytes, path: str, flag: str = "--format") -> str | None:
+    """:func:`sniff_text_format` on ``head``, the first bytes of ``path`` (of its decompressed
+    stream, for a compressed file): at most ``SNIFF_BYTES + 1`` of them (more means truncated)."""
     truncated = len(head) > SNIFF_BYTES
     nul = head.find(b"\x00")
     if nul >= 0:
-        line = head.count(b"\n", 0, nul) + 1
-        raise DataError(f"{path} is not a text file (NUL byte on line {line})")
+        at = head.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path} is not a text file (NUL byte on line {at})")
     text = head[:SNIFF_BYTES].decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = text.split("\n")
     if truncated and len(lines) > 1:

@@ -22,6 +22,7 @@ import math
 import os
 from array import array
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +60,9 @@ class TextRows:
         ``None`` when ``index_range`` is.
     base : int
         Byte offset of the block's first line.
+    first_line : int or None
+        The block's first line (0-based) when the lines were counted (:func:`parse_lines`, for a
+        decompressed stream); ``index_lines`` are then relative to it, and ``base`` is 0.
     """
 
     X: np.ndarray | sp.csr_matrix
@@ -67,6 +71,7 @@ class TextRows:
     index_range: tuple[int, int] | None
     index_lines: tuple[int, int] | None = None
     base: int = 0
+    first_line: int | None = None
 
 
 def read_text_rows(
@@ -120,6 +125,36 @@ def read_text_rows(
     del buf
     if base == 0 and text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte-order mark
+    lines = text.split("\n")
+    del text
+    if fmt == "libsvm":
+        return _parse_libsvm(lines, path, base)
+    return _parse_csv(lines, path, base, csv_label_column)
+
+
+def parse_lines(
+    data: bytes | bytearray, fmt: str, path: str, first_line: int, *, csv_label_column: int = 0
+) -> TextRows:
+    """Parse ``data``, whole lines of ``path`` starting at its line ``first_line`` (0-based).
+
+    A bytearray is emptied once decoded, so that the block's bytes are not held twice.
+
+    For text whose position is known by line rather than by byte (a decompressed stream):
+    errors name the file line from ``first_line``, and only a block starting at line 0 may
+    hold a CSV header. Otherwise as :func:`read_text_rows`.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown text format {fmt!r}; expected one of {FORMATS}")
+    base = _Counted(first_line)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = first_line + data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path} is not a text file (NUL byte on line {line})")
+    text = data.decode("utf-8", errors="replace")
+    if isinstance(data, bytearray):
+        data.clear()  # free the bytes now: the caller holds them too
+    if first_line == 0 and text.startswith("\ufeff"):
+        text = text[1:]
     lines = text.split("\n")
     del text
     if fmt == "libsvm":
@@ -205,8 +240,30 @@ def line_number(path: str, base: int, index: int) -> int:
     return count + index + 1
 
 
-def _error(path: str, base: int, index: int, what: str) -> DataError:
-    return DataError(f"{path} line {line_number(path, base, index)}: {what}")
+@dataclass(frozen=True)
+class _Counted:
+    """In place of a byte offset: the block's first line is line ``first`` (0-based) of the
+    file, known because the lines were counted (a decompressed stream)."""
+
+    first: int
+
+
+Base = int | _Counted
+
+
+def _line(path: str, base: Base, index: int) -> int:
+    """1-based file line of line ``index`` of a block starting at ``base``."""
+    if isinstance(base, _Counted):
+        return base.first + index + 1
+    return line_number(path, base, index)
+
+
+def _at_file_start(base: Base) -> bool:
+    return base.first == 0 if isinstance(base, _Counted) else base == 0
+
+
+def _error(path: str, base: Base, index: int, what: str) -> DataError:
+    return DataError(f"{path} line {_line(path, base, index)}: {what}")
 
 
 def _strict_number(token: str) -> bool:
@@ -215,7 +272,7 @@ def _strict_number(token: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- LIBSVM
-def _parse_libsvm(lines: list[str], path: str, base: int) -> TextRows:
+def _parse_libsvm(lines: list[str], path: str, base: Base) -> TextRows:
     # Typed arrays (8 bytes an item) rather than lists of Python numbers keep memory near the
     # size of the block's text.
     labels = array("d")
@@ -297,7 +354,7 @@ def _check_libsvm(
     cols: array[int],
     vals: array[float],
     path: str,
-    base: int,
+    base: Base,
 ) -> TextRows:
     """Build the CSR of the parsed rows; raise for the first row with a non-finite or duplicate.
 
@@ -342,29 +399,63 @@ def _check_libsvm(
         r_min, r_max = np.searchsorted(indptr, [k_min, k_max], side="right") - 1
         index_lines = (int(row_lines[int(r_min)]), int(row_lines[int(r_max)]))
     X = sp.csr_matrix((data, indices, indptr), shape=(m, width))
+    counted = isinstance(base, _Counted)
     return TextRows(
-        X=X, y=y, n_features=None, index_range=index_range, index_lines=index_lines, base=base
+        X=X,
+        y=y,
+        n_features=None,
+        index_range=index_range,
+        index_lines=index_lines,
+        base=0 if counted else int(cast(int, base)),
+        first_line=base.first if isinstance(base, _Counted) else None,
     )
 
 
 # ------------------------------------------------------------------------------------- CSV
 def is_csv_header(line: str) -> bool:
     """The header rule: a CSV file's first line is a header when it holds at least one name and
-    no number (every non-empty field is not a number).
+    no number (every non-empty field is not a number), or when it is pandas' header of unnamed
+    columns: the integers ``0, 1, ..., k-1`` (``DataFrame(array).to_csv(index=False)``).
 
     A first line that mixes numbers and other fields (``1,abc,2``) is a data row with a bad
     value, reported as such, never silently dropped as a header.
     """
     fields = [s.strip() for s in line.split(",")]
+    if _pandas_column_numbers(fields):
+        return True
     return any(fields) and not any(f and _is_float(f) for f in fields)
 
 
-def _parse_csv(lines: list[str], path: str, base: int, label_column: int) -> TextRows:
+def _pandas_column_numbers(fields: list[str]) -> bool:
+    """Whether ``fields`` are ``0, 1, ..., k-1`` with k >= 5: pandas' names of unnamed columns
+    (a data row of exactly these values is far less likely than this header; with fewer
+    fields, ``0,1,2`` is read as data)."""
+    return len(fields) >= 5 and fields == [str(i) for i in range(len(fields))]
+
+
+def _check_not_an_index_header(first: str, path: str, base: Base) -> None:
+    """Refuse pandas' header with the index column (``,0,1,...``): the rows then start with the
+    row index, which would be read as the label."""
+    fields = [s.strip() for s in first.split(",")]
+    if fields[0] == "" and _pandas_column_numbers(fields[1:]):
+        raise _error(
+            path,
+            base,
+            0,
+            "this is the header pandas writes with its row index (',0,1,...'): every row then "
+            "starts with the row number, which would be read as the label; write the file with "
+            "to_csv(index=False)",
+        )
+
+
+def _parse_csv(lines: list[str], path: str, base: Base, label_column: int) -> TextRows:
     start = 0
     expected: int | None = None
     header = False
-    if base == 0 and lines and lines[0].strip() and is_csv_header(lines[0]):
-        header, start, expected = True, 1, len(lines[0].split(","))
+    if _at_file_start(base) and lines and lines[0].strip():
+        _check_not_an_index_header(lines[0], path, base)
+        if is_csv_header(lines[0]):
+            header, start, expected = True, 1, len(lines[0].split(","))
     rows = [s.strip() for s in lines[start:]]
     rows = [s for s in rows if s]
     if not rows and not header:
@@ -392,12 +483,13 @@ def _parse_csv(lines: list[str], path: str, base: int, label_column: int) -> Tex
         del rows
         i, what = _csv_first_problem(lines, start, expected)
         if i is None:  # not expected: loadtxt and the line-by-line check disagree
-            raise DataError(f"{path}: cannot parse the CSV lines from byte {base}: {fail}")
+            where = f"line {base.first + 1}" if isinstance(base, _Counted) else f"byte {base}"
+            raise DataError(f"{path}: cannot parse the CSV lines from {where}: {fail}")
         if what.startswith("has "):
             ref = 0 if start else _first_nonblank(lines, start)
-            what += f" as on line {line_number(path, base, ref)}"
+            what += f" as on line {_line(path, base, ref)}"
         elif (
-            base == 0
+            _at_file_start(base)
             and i == 0
             and not header
             and any(f.strip() and not _is_float(f.strip()) for f in lines[0].split(","))

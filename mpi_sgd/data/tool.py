@@ -1,22 +1,29 @@
-"""The data tool: write synthetic data sets to disk, shard data sets, make the benchmark workloads.
+"""The data tool: write synthetic data sets to disk, shard and convert data sets, make the
+benchmark workloads.
 
 Run as ``python -m mpi_sgd.datasets COMMAND`` (or ``mpi-sgd-datasets COMMAND``):
 
 ``make``
     Generate a data set with :mod:`mpi_sgd.data.synthetic` and write its train and test splits
-    as ``DIR/train`` and ``DIR/test`` (directories for ``npy``/``csr``, ``.svm``/``.csv`` files
-    for the text formats) plus ``DIR/dataset.json``, which records the spec so the files can be
-    made again (or replaced by the equivalent ``synthetic:...`` source it also records).
+    as ``DIR/train`` and ``DIR/test`` (directories for ``npy``/``csr``, ``.svm``/``.csv``/
+    ``.parquet``/``.h5`` files for the others, ``.gz``/``.bz2``/``.xz`` appended to compressed
+    text) plus ``DIR/dataset.json``, which records the spec so the files can be made again (or
+    replaced by the equivalent ``synthetic:...`` source it also records).
 ``shard``
-    Split a data set in any of the four formats into ``K`` balanced blocks of consecutive rows,
+    Split a data set in any format into ``K`` balanced blocks of consecutive rows,
     ``DIR/part-00000[.ext]``, ... (a directory of shards that :mod:`mpi_sgd.data.loader` reads,
-    assigning whole shards to ranks).
+    assigning whole shards to ranks), optionally compressed (``--compress``).
 ``workload``
     Write one of the benchmark data sets ``W1``, ``W2``, ``W3`` (see :data:`WORKLOADS`), with the
     row counts optionally scaled by ``--scale``.
+``convert``
+    Read a data set with the trainer's loader, each rank its own share (under ``mpiexec``), and
+    write it in another format: one data set, or a directory of shards, each rank writing its own
+    (:func:`convert_dataset`).
 
-Formats written (those :mod:`mpi_sgd.data.loader` reads)
----------------------------------------------------------
+Formats written (those :mod:`mpi_sgd.data.loader` reads; the writers are the ``write``
+functions of :mod:`mpi_sgd.data.formats`)
+---------------------------------------------------------------------------------------------
 ``npy``
     A directory with ``X.npy`` (float64, or float32 with ``--dtype``, shape (n, d), C order) and
     ``y.npy`` (float64, (n,)).
@@ -30,15 +37,21 @@ Formats written (those :mod:`mpi_sgd.data.loader` reads)
 ``csv``
     The label in the first column, then the features, ``'%.17g'``; a header line
     ``label,f0,f1,...`` unless ``--no-header``.
+``parquet``
+    A ``label`` column, then ``f0``, ``f1``, ... (float64 or float32), row groups of 65,536 rows.
+``hdf5``
+    ``X`` (a chunked 2-D dataset, or for sparse data an anndata-style CSR group) and ``y``.
 
-Everything is streamed: rows are generated (or copied) in chunks of at most :data:`CHUNK_ROWS`
-rows and about :data:`CHUNK_BYTES` bytes and appended to the output, so memory does not grow with
-the data set. Each output is written under a hidden temporary name (``.NAME.tmp-PID``, which the
-loader ignores) and renamed into place only when complete. The output is a pure function of the
-arguments: two runs with the same arguments write byte-identical files.
+Everything ``make``, ``shard`` and ``workload`` do is streamed: rows are generated (or copied) in
+chunks of at most :data:`CHUNK_ROWS` rows and about :data:`CHUNK_BYTES` bytes and appended to the
+output, so memory does not grow with the data set (``convert`` holds each rank's share, as
+training does). Each output is written under a hidden temporary name (``.NAME.tmp-PID``, which
+the loader ignores) and renamed into place only when complete. The output is a pure function of
+the arguments: two runs with the same arguments write byte-identical files.
 
 Errors a user can cause (bad arguments, unreadable input, unwritable output) are reported on
-stderr as ``mpi_sgd.datasets: error: ...`` with exit status 2 and no traceback.
+stderr as ``mpi_sgd.datasets: error: ...`` with exit status 2 and no traceback (once, under
+``mpiexec``, for an error every rank shares).
 """
 
 from __future__ import annotations
@@ -52,21 +65,23 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
+from dataclasses import dataclass, replace
+from typing import IO, Any, NoReturn
 
 import numpy as np
 import scipy.sparse as sp
 
+from mpi_sgd.comm import Communicator
+from mpi_sgd.data import formats
+from mpi_sgd.data.formats import compression, parquet
+from mpi_sgd.data.formats.base import IMPUTE, ReadOptions, WriteOptions
+from mpi_sgd.data.formats.npy import NpyAppender, save_small
 from mpi_sgd.data.loader import FORMATS as INPUT_FORMATS
-from mpi_sgd.data.loader import TEXT_SUFFIXES, single_kind
+from mpi_sgd.data.loader import TEXT_SUFFIXES, is_synthetic, load_dataset, single_kind
 from mpi_sgd.data.partition import block_range
 from mpi_sgd.data.synthetic import BLOCK_ROWS, KINDS, SyntheticSpec, generate_rows
 from mpi_sgd.data.text import is_csv_header
-from mpi_sgd.errors import ConfigError, MpiSgdError
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
+from mpi_sgd.errors import ConfigError, MpiSgdError, everywhere
 
 __all__ = [
     "CHUNK_BYTES",
@@ -77,6 +92,7 @@ __all__ = [
     "Workload",
     "build_parser",
     "console_main",
+    "convert_dataset",
     "detect_format",
     "main",
     "make_dataset",
@@ -88,8 +104,21 @@ __all__ = [
 
 PROG = "mpi_sgd.datasets"
 FORMATS = ("npy", "csr", "libsvm", "csv")
+"""The formats of the first releases (``make``'s tests run over these)."""
+ALL_FORMATS = formats.NAMES
+"""Every format ``make``, ``workload``, ``shard`` and ``convert`` write."""
 DTYPES = ("float64", "float32")
 TEXT_EXTENSIONS = {"libsvm": ".svm", "csv": ".csv"}
+EXTENSIONS = {**TEXT_EXTENSIONS, "parquet": ".parquet", "hdf5": ".h5"}
+CODECS = {
+    "npy": ("none",),
+    "csr": ("none",),
+    "libsvm": ("none", *compression.CODECS),
+    "csv": ("none", *compression.CODECS),
+    "parquet": ("none", "snappy", "gzip", "zstd"),
+    "hdf5": ("none", "gzip", "lzf"),
+}
+"""``--compress`` codecs each output format takes (``none``: parquet's default, snappy)."""
 NPY_FILES = ("X.npy", "y.npy")
 CSR_FILES = ("X_data.npy", "X_indices.npy", "X_indptr.npy", "X_shape.npy", "y.npy")
 METADATA_FILE = "dataset.json"
@@ -102,7 +131,6 @@ TEXT_BATCH_VALUES = 2**18
 """Values formatted as text at once (bounds the temporary strings)."""
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
-_FLOAT_FMT = "%.17g"
 
 
 @dataclass(frozen=True)
@@ -119,12 +147,16 @@ class MakeOptions:
         Write binary labels as -1/+1 instead of the generated 0/1.
     header : bool
         Write the ``label,f0,...`` header line (``csv`` format only).
+    compress : str
+        ``none`` or a codec of :data:`CODECS` for the format: text files become ``.gz``,
+        ``.bz2`` or ``.xz`` files; Parquet and HDF5 compress inside the file.
     """
 
     fmt: str = "npy"
     dtype: str = "float64"
     pm1_labels: bool = False
     header: bool = True
+    compress: str = "none"
 
 
 @dataclass(frozen=True)
@@ -183,62 +215,8 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
-# ------------------------------------------------------------------------------ npy streaming
-class _NpyAppender:
-    """Write a C-order ``.npy`` file by appending blocks along axis 0.
-
-    The header is written first for zero rows and rewritten in place with the final row count on
-    :meth:`close`; NumPy pads headers so that their length does not depend on that count.
-    """
-
-    def __init__(self, path: str, dtype: np.dtype[Any] | type | str, tail: tuple[int, ...] = ()):
-        self.path = path
-        self.dtype = np.dtype(dtype)
-        self.tail = tuple(int(t) for t in tail)
-        self.rows = 0
-        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()/__exit__
-        self._write_header()
-        self._data_offset = self._fh.tell()
-
-    def _write_header(self) -> None:
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": (self.rows, *self.tail),
-        }
-        np.lib.format.write_array_header_1_0(self._fh, header)
-
-    def append(self, block: np.ndarray) -> None:
-        """Append ``block`` (shape ``(m, *tail)``; converted to the file's dtype)."""
-        arr = np.ascontiguousarray(block, dtype=self.dtype)
-        if arr.shape[1:] != self.tail:
-            raise ValueError(f"block of shape {arr.shape} does not fit rows of shape {self.tail}")
-        if arr.size:
-            self._fh.write(memoryview(cast("Buffer", arr)).cast("B"))
-        self.rows += arr.shape[0]
-
-    def close(self) -> None:
-        """Write the final header and close the file."""
-        self._fh.seek(0)
-        self._write_header()
-        if self._fh.tell() != self._data_offset:  # pragma: no cover - NumPy header padding changed
-            self._fh.close()
-            raise RuntimeError(f"{self.path}: the .npy header changed length when rewritten")
-        self._fh.close()
-
-    def __enter__(self) -> _NpyAppender:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._fh.close()
-
-
-def _save_small(path: str, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
+_NpyAppender = NpyAppender  # the former private names, used below
+_save_small = save_small
 
 
 # -------------------------------------------------------------------------- output placement
@@ -330,124 +308,42 @@ def _row_pieces(n: int, step: int) -> Iterator[tuple[int, int]]:
         yield a, min(a + step, n)
 
 
-def _dense(X: np.ndarray | sp.csr_matrix) -> np.ndarray:
-    return cast("sp.csr_matrix", X).toarray() if sp.issparse(X) else np.asarray(X)
-
-
-def _as_csr(X: np.ndarray | sp.csr_matrix) -> sp.csr_matrix:
-    """``X`` as CSR with sorted column indices and no stored zeros."""
-    if sp.issparse(X):
-        C = sp.csr_matrix(X, copy=True)
-        C.eliminate_zeros()
-    else:
-        C = sp.csr_matrix(np.asarray(X))
-    if not C.has_sorted_indices:
-        C.sort_indices()
-    return C
-
-
 def _labels(y: np.ndarray, opts: MakeOptions) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     return 2.0 * y - 1.0 if opts.pm1_labels else y
 
 
-def _write_npy_split(spec: SyntheticSpec, split: str, path: str, opts: MakeOptions) -> None:
-    d = spec.n_features
-    step = CHUNK_BYTES // (8 * d)
-    with (
-        _NpyAppender(os.path.join(path, "X.npy"), opts.dtype, (d,)) as xw,
-        _NpyAppender(os.path.join(path, "y.npy"), np.float64) as yw,
-    ):
-        for X, y in _chunks(spec, split):
-            for a, b in _row_pieces(X.shape[0], step):
-                xw.append(_dense(X[a:b]))
-            yw.append(_labels(y, opts))
-
-
-def _write_csr_split(spec: SyntheticSpec, split: str, path: str, opts: MakeOptions) -> None:
-    d = spec.n_features
-    step = CHUNK_BYTES // (8 * d)  # rows of a dense chunk converted at once
-    nnz = 0
-    with (
-        _NpyAppender(os.path.join(path, "X_data.npy"), np.float64) as data_w,
-        _NpyAppender(os.path.join(path, "X_indices.npy"), np.int32) as indices_w,
-        _NpyAppender(os.path.join(path, "X_indptr.npy"), np.int64) as indptr_w,
-        _NpyAppender(os.path.join(path, "y.npy"), np.float64) as yw,
-    ):
-        indptr_w.append(np.zeros(1, dtype=np.int64))
-        for X, y in _chunks(spec, split):
-            pieces = [(0, X.shape[0])] if sp.issparse(X) else _row_pieces(X.shape[0], step)
-            for a, b in pieces:
-                C = _as_csr(X[a:b])
-                data_w.append(C.data)
-                indices_w.append(C.indices)
-                indptr_w.append(C.indptr[1:].astype(np.int64) + nnz)
-                nnz += C.nnz
-            yw.append(_labels(y, opts))
-    _save_small(
-        os.path.join(path, "X_shape.npy"), np.array([spec.n_rows(split), d], dtype=np.int64)
+def _write_options(opts: MakeOptions, sparse: bool) -> WriteOptions:
+    """The format writer's options for ``make`` (the chunk sizes read at call time, so that a
+    test can shrink them)."""
+    return WriteOptions(
+        dtype=opts.dtype,
+        header=opts.header,
+        pm1_labels=opts.pm1_labels,
+        compress=opts.compress,
+        sparse=sparse,
+        chunk_bytes=CHUNK_BYTES,
+        text_batch_values=TEXT_BATCH_VALUES,
     )
 
 
-def _format_labels(y: np.ndarray, plus_sign: bool) -> list[str]:
-    if plus_sign:
-        return ["+1" if v > 0 else "-1" for v in y.tolist()]
-    return [_FLOAT_FMT % v for v in y.tolist()]
+def _write_split(spec: SyntheticSpec, split: str, path: str, opts: MakeOptions) -> None:
+    chunks = ((X, _labels(y, opts)) for X, y in _chunks(spec, split))
+    formats.get(opts.fmt).write(path, chunks, spec.n_features, _write_options(opts, spec.is_sparse))
 
 
-def _libsvm_text(C: sp.csr_matrix, labels: list[str]) -> str:
-    cols = (C.indices.astype(np.int64) + 1).tolist()
-    tokens = [f"{j}:{v:.17g}" for j, v in zip(cols, C.data.tolist(), strict=True)]
-    ptr = C.indptr.tolist()
-    lines = []
-    for r, label in enumerate(labels):
-        a, b = ptr[r], ptr[r + 1]
-        lines.append(f"{label} {' '.join(tokens[a:b])}\n" if b > a else f"{label}\n")
-    return "".join(lines)
+def split_path(out: str, split: str, fmt: str, compress: str = "none") -> str:
+    """Where ``make`` writes ``split`` ('train' or 'test') of a ``fmt`` data set under ``out``
+    (``compress``: a codec that makes text files ``.gz``, ``.bz2``, ``.xz``)."""
+    return os.path.join(out, split + output_suffix(fmt, compress))
 
 
-def _write_libsvm_split(spec: SyntheticSpec, split: str, path: str, opts: MakeOptions) -> None:
-    with open(path, "w", encoding="ascii", newline="\n") as fh:
-        for X, y in _chunks(spec, split):
-            m = X.shape[0]
-            per_row = (
-                math.ceil(cast("sp.csr_matrix", X).nnz / m)
-                if sp.issparse(X) and m
-                else spec.n_features
-            )
-            labels = _labels(y, opts)
-            for a, b in _row_pieces(m, TEXT_BATCH_VALUES // max(1, per_row)):
-                fh.write(
-                    _libsvm_text(_as_csr(X[a:b]), _format_labels(labels[a:b], opts.pm1_labels))
-                )
-
-
-def _write_csv_split(spec: SyntheticSpec, split: str, path: str, opts: MakeOptions) -> None:
-    d = spec.n_features
-    row_fmt = ",".join([_FLOAT_FMT] * (d + 1)) + "\n"
-    with open(path, "w", encoding="ascii", newline="\n") as fh:
-        if opts.header:
-            fh.write("label," + ",".join(f"f{j}" for j in range(d)) + "\n")
-        for X, y in _chunks(spec, split):
-            labels = _labels(y, opts)
-            for a, b in _row_pieces(X.shape[0], TEXT_BATCH_VALUES // (d + 1)):
-                block = np.empty((b - a, d + 1))
-                block[:, 0] = labels[a:b]
-                block[:, 1:] = _dense(X[a:b])
-                fh.write("".join([row_fmt % tuple(row) for row in block.tolist()]))
-
-
-_SPLIT_WRITERS: dict[str, Callable[[SyntheticSpec, str, str, MakeOptions], None]] = {
-    "npy": _write_npy_split,
-    "csr": _write_csr_split,
-    "libsvm": _write_libsvm_split,
-    "csv": _write_csv_split,
-}
-
-
-def split_path(out: str, split: str, fmt: str) -> str:
-    """Where ``make`` writes ``split`` ('train' or 'test') of a ``fmt`` data set under ``out``."""
-    return os.path.join(out, split + TEXT_EXTENSIONS.get(fmt, ""))
+def output_suffix(fmt: str, compress: str = "none") -> str:
+    """The suffix of a ``fmt`` file this tool writes (``""`` for directories)."""
+    suffix = EXTENSIONS.get(fmt, "")
+    if fmt in TEXT_EXTENSIONS and compress in compression.EXTENSIONS:
+        suffix += compression.EXTENSIONS[compress]
+    return suffix
 
 
 def synthetic_source(spec: SyntheticSpec) -> str:
@@ -462,19 +358,32 @@ def synthetic_source(spec: SyntheticSpec) -> str:
     )
 
 
+def _check_write(fmt: str, dtype: str, compress: str, n_features: int) -> None:
+    """Refuse, before anything is written, output options that ``fmt`` cannot take."""
+    if fmt not in ALL_FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(ALL_FORMATS)}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if dtype != "float64" and fmt not in ("npy", "parquet", "hdf5"):
+        raise ConfigError(f"--dtype {dtype} applies to --format npy, parquet and hdf5 only")
+    if compress not in CODECS[fmt]:
+        takes = ", ".join(c for c in CODECS[fmt] if c != "none")
+        raise ConfigError(
+            f"--compress {compress} does not apply to --format {fmt}"
+            + (f" (it takes {takes})" if takes else " (it is not compressed)")
+        )
+    if fmt == "parquet":
+        parquet.check_writable(n_features, WriteOptions(compress=compress))
+    if fmt == "csr" and n_features > _INT32_MAX:
+        raise ConfigError(f"--features {n_features} does not fit int32 column indices")
+
+
 def _validate_make(spec: SyntheticSpec, opts: MakeOptions) -> None:
-    if opts.fmt not in FORMATS:
-        raise ConfigError(f"unknown format {opts.fmt!r}; expected one of {', '.join(FORMATS)}")
-    if opts.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {opts.dtype!r}; expected one of {', '.join(DTYPES)}")
-    if opts.dtype != "float64" and opts.fmt != "npy":
-        raise ConfigError(f"--dtype {opts.dtype} applies to --format npy only")
+    _check_write(opts.fmt, opts.dtype, opts.compress, spec.n_features)
     if opts.pm1_labels and spec.kind not in ("binary", "sparse-binary"):
         raise ConfigError(f"--pm1-labels applies to binary kinds only, not {spec.kind!r}")
     if not opts.header and opts.fmt != "csv":
         raise ConfigError("--no-header applies to --format csv only")
-    if opts.fmt == "csr" and spec.n_features > _INT32_MAX:
-        raise ConfigError(f"--features {spec.n_features} does not fit int32 column indices")
 
 
 def _make_command(spec: SyntheticSpec, opts: MakeOptions) -> str:
@@ -492,6 +401,8 @@ def _make_command(spec: SyntheticSpec, opts: MakeOptions) -> str:
         parts.append("--pm1-labels")
     if not opts.header:
         parts.append("--no-header")
+    if opts.compress != "none":
+        parts.append(f"--compress {opts.compress}")
     parts.append("--out DIR")
     return " ".join(parts)
 
@@ -533,16 +444,17 @@ def make_dataset(
     _validate_make(spec, opts)
     _prepare_out_dir(out)
     is_dir = opts.fmt in ("npy", "csr")
-    targets = {split: split_path(out, split, opts.fmt) for split in ("train", "test")}
+    targets = {
+        split: split_path(out, split, opts.fmt, opts.compress) for split in ("train", "test")
+    }
     for target in targets.values():
         _check_replaceable(target, is_dir)
     meta_path = os.path.join(out, METADATA_FILE)
     _check_replaceable(meta_path, is_dir=False)
 
-    writer = _SPLIT_WRITERS[opts.fmt]
     for split, target in targets.items():
         with _staged(target, is_dir) as tmp:
-            writer(spec, split, tmp, opts)
+            _write_split(spec, split, tmp, opts)
 
     meta: dict[str, Any] = {
         "tool": PROG,
@@ -556,7 +468,8 @@ def make_dataset(
         "nnz_per_row": spec.nnz_per_row,
         "n_correlated": spec.n_correlated,
         "format": opts.fmt,
-        "dtype": opts.dtype if opts.fmt == "npy" else "float64",
+        "dtype": opts.dtype if opts.fmt in ("npy", "parquet", "hdf5") else "float64",
+        "compress": opts.compress,
         "labels": "pm1" if opts.pm1_labels else "as generated",
         "header": opts.header if opts.fmt == "csv" else None,
         "paths": {split: os.path.basename(target) for split, target in targets.items()},
@@ -590,25 +503,28 @@ def workload_spec(name: str, scale: float = 1.0) -> SyntheticSpec:
     )
 
 
-def make_workload(name: str, out: str, scale: float = 1.0, fmt: str | None = None) -> list[str]:
+def make_workload(
+    name: str, out: str, scale: float = 1.0, fmt: str | None = None, compress: str = "none"
+) -> list[str]:
     """Write workload ``name`` (see :data:`WORKLOADS`) under ``out``; see :func:`make_dataset`."""
     spec = workload_spec(name, scale)
     fmt = fmt or WORKLOADS[name].fmt
-    extra = {
-        "workload": name,
-        "scale": scale,
-        "command": f"python -m {PROG} workload {name} --scale {scale!r} --format {fmt} --out DIR",
-    }
-    return make_dataset(spec, out, MakeOptions(fmt=fmt), extra=extra)
+    command = f"python -m {PROG} workload {name} --scale {scale!r} --format {fmt}"
+    if compress != "none":
+        command += f" --compress {compress}"
+    extra = {"workload": name, "scale": scale, "command": command + " --out DIR"}
+    return make_dataset(spec, out, MakeOptions(fmt=fmt, compress=compress), extra=extra)
 
 
 # ---------------------------------------------------------------------------------- sharding
 def detect_format(path: str, fmt: str = "auto") -> str:
-    """The format of a data set on disk: ``npy``, ``csr``, ``libsvm`` or ``csv``.
+    """The format of a data set on disk: ``npy``, ``csr``, ``libsvm``, ``csv``, ``parquet`` or
+    ``hdf5``.
 
     The trainer's own rule (:func:`mpi_sgd.data.loader.single_kind`): ``fmt`` when it is not
     ``auto``; else the directory's content, a file's suffix when it decides
-    (``.svm``/``.libsvm``/``.svmlight``, ``.csv``), or the file's first data line.
+    (``.svm``/``.libsvm``/``.svmlight``, ``.csv``, ``.parquet``, ``.h5``, also before ``.gz``,
+    ``.bz2``, ``.xz``), or the file's first bytes and first data line.
 
     Raises
     ------
@@ -623,8 +539,8 @@ def detect_format(path: str, fmt: str = "auto") -> str:
         raise ConfigError(f"unknown input format: {exc}") from None
     if found is None and os.path.isdir(path):
         raise ConfigError(
-            f"unknown input format: directory {path!r} holds neither X.npy (npy) nor "
-            "X_indptr.npy (csr)"
+            f"unknown input format: directory {path!r} holds neither X.npy (npy), "
+            "X_indptr.npy (csr) nor Parquet files"
         )
     if found is None:
         raise ConfigError(
@@ -724,10 +640,38 @@ def _csv_header(first: bytes) -> bool:
     return is_csv_header(first.decode("utf-8", errors="replace").lstrip("\ufeff"))
 
 
-def _shard_text(path: str, fmt: str, n_shards: int, out: str, ext: str) -> list[str]:
+_READ_ERRORS = (OSError, EOFError, ValueError)
+
+
+@contextmanager
+def _read_errors(path: str) -> Iterator[None]:
+    """Turn a failure to read or decompress ``path`` into a ConfigError naming it."""
+    try:
+        yield
+    except MpiSgdError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc}") from None
+
+
+def _open_input(path: str) -> IO[bytes]:
+    """``path`` for reading bytes, decompressed when it is gzip, bzip2 or xz."""
+    codec = compression.codec_of(path)
+    return compression.open_read(path, codec) if codec else open(path, "rb")
+
+
+def _open_output(path: str, compress: str) -> IO[bytes]:
+    if compress != "none":
+        return compression.open_write(path, compress)
+    return open(path, "wb")
+
+
+def _shard_text(
+    path: str, fmt: str, n_shards: int, out: str, ext: str, compress: str = "none"
+) -> list[str]:
     header = b""
     n_rows = 0
-    with open(path, "rb") as src:
+    with _read_errors(path), _open_input(path) as src:
         for i, line in enumerate(src):
             if i == 0 and fmt == "csv" and _csv_header(line):
                 header = line
@@ -735,13 +679,13 @@ def _shard_text(path: str, fmt: str, n_shards: int, out: str, ext: str) -> list[
                 n_rows += 1
     parts = _part_names(out, n_shards, ext)
     written = []
-    with open(path, "rb") as src:
+    with _read_errors(path), _open_input(path) as src:
         if header:
             src.readline()
         for k, target in enumerate(parts):
             a, b = block_range(n_rows, k, n_shards)
             last = k == n_shards - 1
-            with _staged(target, is_dir=False) as tmp, open(tmp, "wb") as dst:
+            with _staged(target, is_dir=False) as tmp, _open_output(tmp, compress) as dst:
                 dst.write(header)
                 copied = 0
                 while last or copied < b - a:
@@ -756,7 +700,8 @@ def _shard_text(path: str, fmt: str, n_shards: int, out: str, ext: str) -> list[
     return written
 
 
-_PART_RE = re.compile(r"^part-\d{5,}(\.(svm|libsvm|svmlight|csv))?$")  # the names this tool writes
+# the names this tool writes
+_PART_RE = re.compile(r"^part-\d{5,}(\.(svm|libsvm|svmlight|csv)(\.(gz|bz2|xz))?|\.parquet|\.h5)?$")
 
 
 def _part_names(out: str, n_shards: int, ext: str) -> list[str]:
@@ -764,50 +709,8 @@ def _part_names(out: str, n_shards: int, ext: str) -> list[str]:
     return [os.path.join(out, f"part-{k:0{width}d}{ext}") for k in range(n_shards)]
 
 
-def shard_dataset(path: str, n_shards: int, out: str, fmt: str = "auto") -> list[str]:
-    """Split the data set at ``path`` into ``n_shards`` shards of consecutive rows under ``out``.
-
-    Shard ``k`` holds rows :func:`block_range(n, k, n_shards) <mpi_sgd.data.partition.block_range>`
-    in the input's format: ``out/part-00000/``, ... directories for npy/CSR (dtypes kept),
-    ``out/part-00000.svm``, ... files for text (lines copied byte for byte; a CSV header is
-    repeated in every shard). Text shards keep the input's suffix when it names the format
-    (``.svm``, ``.libsvm``, ``.svmlight``, ``.csv``) and get ``.svm`` or ``.csv`` otherwise
-    (``a9a``, ``a9a.t``, ``data.txt``), so that the shards' format is plain from their names.
-    Shards beyond the row count are valid and empty.
-
-    Parameters
-    ----------
-    path : str
-        An npy or CSR directory, or a LIBSVM or CSV file (see :func:`detect_format`).
-    n_shards : int
-        Number of shards, at least 1.
-    out : str
-        Output directory; it must hold nothing but shards (the loader reads every entry of a shard
-        directory). Shards already there are replaced and stale ones removed.
-    fmt : str, default "auto"
-        The input's format (one of ``auto``, ``npy``, ``csr``, ``libsvm``, ``csv``).
-
-    Returns
-    -------
-    list of str
-        The shard paths, in order.
-    """
-    if n_shards < 1:
-        raise ConfigError(f"--shards must be at least 1, got {n_shards}")
-    path = os.path.normpath(path)
-    if fmt not in INPUT_FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(INPUT_FORMATS)}, got {fmt!r}")
-    fmt = detect_format(path, fmt)
-    _prepare_out_dir(out)
-    real_in, real_out = os.path.realpath(path), os.path.realpath(out)
-    if os.path.commonpath([real_in, real_out]) in (real_in, real_out):
-        raise ConfigError(f"the input {path!r} and the output directory {out!r} overlap")
-
-    is_dir = fmt in ("npy", "csr")
-    ext = "" if is_dir else os.path.splitext(path)[1]
-    if not is_dir and TEXT_SUFFIXES.get(ext.lower()) != fmt:
-        ext = TEXT_EXTENSIONS[fmt]
-    parts = _part_names(out, n_shards, ext)
+def _check_shard_dir(out: str, parts: list[str], is_dir: bool) -> list[str]:
+    """Check that ``out`` holds shards only; return the stale shards (not among ``parts``)."""
     wanted = {os.path.basename(p) for p in parts}
     stale = []
     for name in sorted(os.listdir(out)):
@@ -823,17 +726,128 @@ def shard_dataset(path: str, n_shards: int, out: str, fmt: str = "auto") -> list
         _check_replaceable(os.path.join(out, name), os.path.isdir(os.path.join(out, name)))
     for target in parts:
         _check_replaceable(target, is_dir)
+    return stale
+
+
+def _check_overlap(path: str, out: str) -> None:
+    real_in, real_out = os.path.realpath(path), os.path.realpath(out)
+    if os.path.commonpath([real_in, real_out]) in (real_in, real_out):
+        raise ConfigError(f"the input {path!r} and the output directory {out!r} overlap")
+
+
+def shard_dataset(
+    path: str,
+    n_shards: int,
+    out: str,
+    fmt: str = "auto",
+    compress: str = "none",
+    read: ReadOptions | None = None,
+) -> list[str]:
+    """Split the data set at ``path`` into ``n_shards`` shards of consecutive rows under ``out``.
+
+    Shard ``k`` holds rows :func:`block_range(n, k, n_shards) <mpi_sgd.data.partition.block_range>`
+    in the input's format: ``out/part-00000/``, ... directories for npy/CSR (dtypes kept),
+    ``out/part-00000.svm``, ... files for text (lines copied byte for byte; a CSV header is
+    repeated in every shard), ``out/part-00000.parquet``, ... for Parquet (every column kept,
+    hive partition keys as string columns), ``out/part-00000.h5`` for HDF5 (``X`` and ``y``).
+    Text shards keep the input's suffix when it names the format (``.svm``, ``.libsvm``,
+    ``.svmlight``, ``.csv``) and get ``.svm`` or ``.csv`` otherwise (``a9a``, ``a9a.t``,
+    ``data.txt``), so that the shards' format is plain from their names; a compressed text input
+    is decompressed. Shards beyond the row count are valid and empty.
+
+    Parameters
+    ----------
+    path : str
+        A data set in any format (see :func:`detect_format`).
+    n_shards : int
+        Number of shards, at least 1.
+    out : str
+        Output directory; it must hold nothing but shards (the loader reads every entry of a shard
+        directory). Shards already there are replaced and stale ones removed.
+    fmt : str, default "auto"
+        The input's format (one of :data:`mpi_sgd.data.loader.FORMATS`).
+    compress : str, default "none"
+        Compress the shards: ``gzip``, ``bz2`` or ``xz`` text files (``part-00000.svm.gz``, ...:
+        each rank then decompresses only its own shards), or Parquet/HDF5 codecs (:data:`CODECS`).
+    read : ReadOptions, optional
+        HDF5 inputs: ``h5_x``/``h5_y`` name the datasets.
+
+    Returns
+    -------
+    list of str
+        The shard paths, in order.
+    """
+    if n_shards < 1:
+        raise ConfigError(f"--shards must be at least 1, got {n_shards}")
+    path = os.path.normpath(path)
+    if fmt not in INPUT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(INPUT_FORMATS)}, got {fmt!r}")
+    fmt = detect_format(path, fmt)
+    if compress not in CODECS[fmt]:
+        _check_write(fmt, "float64", compress, 0)
+    _prepare_out_dir(out)
+    _check_overlap(path, out)
+
+    is_dir = fmt in ("npy", "csr")
+    if fmt in TEXT_EXTENSIONS:
+        ext = os.path.splitext(compression.strip_suffix(path))[1]
+        if TEXT_SUFFIXES.get(ext.lower()) != fmt:
+            ext = TEXT_EXTENSIONS[fmt]
+        ext += compression.EXTENSIONS.get(compress, "")
+    else:
+        ext = EXTENSIONS.get(fmt, "")
+    parts = _part_names(out, n_shards, ext)
+    stale = _check_shard_dir(out, parts, is_dir)
 
     if is_dir:
         n = _count_rows(path, fmt)
         ranges = [(t, *block_range(n, k, n_shards)) for k, t in enumerate(parts)]
         (_shard_npy if fmt == "npy" else _shard_csr)(path, ranges)
         written = parts
+    elif fmt == "parquet":
+        files = (parquet.dataset_files(path, forced=True) if os.path.isdir(path) else [path]) or []
+        root = path if os.path.isdir(path) else None
+        with _read_errors(path):
+            n = parquet.count_rows(files)
+            for k, target in enumerate(parts):
+                with _staged(target, is_dir=False) as tmp:
+                    parquet.copy_rows(files, root, *block_range(n, k, n_shards), tmp, compress)
+        written = parts
+    elif fmt == "hdf5":
+        written = _shard_by_rows(path, fmt, parts, compress, read or ReadOptions())
     else:
-        written = _shard_text(path, fmt, n_shards, out, ext)
+        written = _shard_text(path, fmt, n_shards, out, ext, compress)
     for name in stale:
         _remove(name)
     return written
+
+
+def _shard_by_rows(
+    path: str, fmt: str, parts: list[str], compress: str, read: ReadOptions
+) -> list[str]:
+    """Shards of a random-access input: shard k holds what rank k of len(parts) would read."""
+    form = formats.get(fmt)
+    for k, target in enumerate(parts):
+        local = form.read_local(path, [path], k, len(parts), replace(read, split="shard"))
+        n_features = int(local.n_features or local.X.shape[1])
+        wopts = WriteOptions(
+            dtype="float32" if local.X.dtype == np.float32 else "float64",
+            compress=compress,
+            sparse=bool(sp.issparse(local.X)),
+        )
+        with _staged(target, is_dir=form.directory) as tmp:
+            form.write(tmp, _pieces(local.X, local.y), n_features, wopts)
+    return parts
+
+
+def _pieces(
+    X: np.ndarray | sp.csr_matrix, y: np.ndarray
+) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray]]:
+    """Consecutive row pieces of ``(X, y)`` of about :data:`CHUNK_BYTES` of dense values."""
+    width = max(1, int(X.shape[1]))
+    step = CHUNK_ROWS if sp.issparse(X) else max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * width)))
+    for a, b in _row_pieces(int(X.shape[0]), step):
+        yield X[a:b], y[a:b]
 
 
 def _count_rows(path: str, fmt: str) -> int:
@@ -843,6 +857,134 @@ def _count_rows(path: str, fmt: str) -> int:
     if shape.shape != (2,) or int(shape[0]) < 0:
         raise ConfigError(f"{path!r}: X_shape.npy must hold [n_rows, n_features], got {shape!r}")
     return int(shape[0])
+
+
+# -------------------------------------------------------------------------------- converting
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How ``convert`` writes.
+
+    Attributes
+    ----------
+    fmt : str
+        The output format, one of :data:`ALL_FORMATS`.
+    shards : int or None
+        Write a directory of this many shards; None: one data set with one process, one shard
+        per rank under ``mpiexec``.
+    compress : str
+        A codec of :data:`CODECS` for ``fmt``.
+    dtype : str
+        ``auto`` (float32 data stays float32, else float64), ``float64`` or ``float32``.
+    header : bool
+        CSV output: write a header line.
+    row_group_rows : int
+        Parquet output: rows per row group.
+    """
+
+    fmt: str
+    shards: int | None = None
+    compress: str = "none"
+    dtype: str = "auto"
+    header: bool = True
+    row_group_rows: int = 65536
+
+
+def convert_dataset(
+    path: str, out: str, copts: ConvertOptions, read: ReadOptions, comm: Communicator
+) -> list[str]:
+    """Convert the data set at ``path`` to ``copts.fmt`` at ``out``, each rank its own share.
+
+    Collective: call on every rank of ``comm``. Every rank reads its partition with the
+    trainer's loader (:func:`mpi_sgd.data.loader.load_dataset`, ``--partition contiguous``), so
+    the output holds exactly the rows, columns, LIBSVM index base and imputed values training
+    on ``path`` would see, and each rank holds only its share in memory. With one rank and no
+    ``shards``, ``out`` is one data set; otherwise a directory of shards ``part-00000<ext>``, ...,
+    rank ``r`` writing shards ``block_range(K, r, N)``, each an even piece of its rows (``K``
+    must be at least the number of ranks ``N``). Shards are written under hidden names and
+    renamed into place once every rank has written its own; stale shards are then removed.
+
+    Returns
+    -------
+    list of str
+        The paths written, in order (the same on every rank).
+    """
+    fmt = copts.fmt
+    if copts.dtype not in ("auto", *DTYPES):
+        raise everywhere(
+            ConfigError(f"--dtype must be auto, float64 or float32, got {copts.dtype!r}")
+        )
+    try:
+        _check_write(fmt, "float64" if copts.dtype == "auto" else copts.dtype, copts.compress, 0)
+        if copts.shards is not None and copts.shards < comm.size:
+            raise ConfigError(
+                f"--shards {copts.shards} is fewer than the {comm.size} ranks; each rank writes "
+                "its own shards"
+            )
+    except ConfigError as exc:
+        raise everywhere(exc) from None
+    single = copts.shards is None and comm.size == 1
+    K = copts.shards if copts.shards is not None else comm.size
+    form = formats.get(fmt)
+    parts = [out] if single else _part_names(out, K, output_suffix(fmt, copts.compress))
+    stale: list[str] = []
+    with comm.collective_section():
+        if not is_synthetic(path) and os.path.exists(path):
+            _check_overlap(path, out)
+        if single:
+            if os.path.isdir(out) and not form.directory:
+                raise ConfigError(f"refusing to replace {out!r}: it is a directory")
+            _check_replaceable(out, form.directory)
+        elif comm.is_root:
+            _prepare_out_dir(out)
+            stale = _check_shard_dir(out, parts, form.directory)
+    data = load_dataset(path, comm, replace(read, partition="contiguous"))
+    with comm.collective_section():
+        _check_write(fmt, "float64", copts.compress, data.n_features)
+    dtype = copts.dtype
+    if dtype == "auto":
+        dtype = "float32" if data.X.dtype == np.float32 else "float64"
+    if fmt not in ("npy", "parquet", "hdf5"):
+        dtype = "float64"
+    wopts = WriteOptions(
+        dtype=dtype,
+        header=copts.header,
+        compress=copts.compress,
+        row_group_rows=copts.row_group_rows,
+        sparse=data.is_sparse,
+        chunk_bytes=CHUNK_BYTES,
+        text_batch_values=TEXT_BATCH_VALUES,
+    )
+    mine = range(*block_range(K, comm.rank, comm.size))
+    temporaries: list[tuple[str, str]] = []
+    try:
+        with comm.collective_section():
+            for j, k in enumerate(mine):
+                a, b = block_range(data.n_local, j, len(mine))
+                parent, name = os.path.split(parts[k])
+                tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
+                _remove(tmp)
+                if form.directory:
+                    os.mkdir(tmp)
+                temporaries.append((tmp, parts[k]))
+                form.write(tmp, _pieces(data.X[a:b], data.y[a:b]), data.n_features, wopts)
+        with comm.collective_section():
+            for tmp, target in temporaries:
+                if form.directory:
+                    if os.path.lexists(target):
+                        _check_replaceable(target, is_dir=True)
+                        shutil.rmtree(target)
+                    os.rename(tmp, target)
+                else:
+                    os.replace(tmp, target)
+            temporaries = []
+    finally:
+        for tmp, _ in temporaries:
+            _remove(tmp)
+    comm.barrier()
+    if comm.is_root:
+        for name in stale:
+            _remove(name)
+    return parts
 
 
 # ------------------------------------------------------------------------------ command line
@@ -934,13 +1076,15 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--seed", type=_int_at_least(0), default=0, metavar="S", help="generator seed (default 0)"
     )
-    make.add_argument("--format", required=True, choices=FORMATS, help="on-disk format")
+    make.add_argument("--format", required=True, choices=ALL_FORMATS, help="on-disk format")
     make.add_argument(
         "--dtype",
         choices=DTYPES,
         default="float64",
-        help="type of X.npy with --format npy (default float64; labels are always float64)",
+        help="feature type with --format npy, parquet or hdf5 (default float64; labels are "
+        "always float64)",
     )
+    _add_compress(make)
     make.add_argument(
         "--pm1-labels",
         action="store_true",
@@ -962,7 +1106,8 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "input",
         metavar="INPUT",
-        help="an npy or CSR directory, or a LIBSVM or CSV file (any name: a9a, data.txt, ...)",
+        help="an npy or CSR directory, a LIBSVM or CSV file (any name: a9a, data.txt, ...; "
+        "plain or compressed), a Parquet file or dataset directory, or an HDF5 file",
     )
     shard.add_argument(
         "--format",
@@ -970,11 +1115,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INPUT_FORMATS,
         default="auto",
         help="format of INPUT; auto: by directory content, then by the suffix when it names a "
-        "format (.svm/.libsvm/.svmlight, .csv), else by the first data line (default auto)",
+        "format (.svm/.libsvm/.svmlight, .csv, .parquet, .h5), else by the first bytes and the "
+        "first data line (default auto)",
     )
     shard.add_argument(
         "--shards", required=True, type=_int_at_least(1), metavar="K", help="number of shards"
     )
+    _add_compress(shard)
+    _add_h5(shard)
     shard.add_argument(
         "--out", required=True, metavar="DIR", help="output directory (holding only shards)"
     )
@@ -1001,11 +1149,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workload.add_argument(
         "--format",
-        choices=("npy", "csr"),
+        choices=ALL_FORMATS,
         help="on-disk format (default: npy for W1 and W3, csr for W2)",
     )
+    _add_compress(workload)
     workload.set_defaults(run=_run_workload)
+
+    convert = sub.add_parser(
+        "convert",
+        help="convert a data set to another format, under mpiexec each rank its own share",
+        description="Read INPUT as the trainer does (each rank only its own rows: run it as "
+        "mpiexec -n N python -m mpi_sgd.datasets convert ...) and write it in --format. With one "
+        "process and no --shards, OUTPUT is one data set; otherwise a directory of shards "
+        "part-00000<ext>, ..., rank r writing its own (one per rank by default).",
+    )
+    convert.add_argument("input", metavar="INPUT", help="a data set in any format mpi_sgd reads")
+    convert.add_argument("output", metavar="OUTPUT", help="the file, directory or shard directory")
+    convert.add_argument("--format", required=True, choices=ALL_FORMATS, help="output format")
+    convert.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        default="auto",
+        help="format of INPUT, as the trainer's --format (default auto)",
+    )
+    convert.add_argument(
+        "--shards",
+        type=_int_at_least(1),
+        metavar="K",
+        help="write a directory of K shards, at least one per rank (default: one data set with "
+        "one process, one shard per rank under mpiexec)",
+    )
+    _add_compress(convert)
+    convert.add_argument(
+        "--dtype",
+        choices=("auto", *DTYPES),
+        default="auto",
+        help="feature type of npy, parquet and hdf5 output (default auto: float32 data stays "
+        "float32, anything else is float64)",
+    )
+    convert.add_argument(
+        "--no-header", action="store_true", help="omit the header line of --format csv"
+    )
+    convert.add_argument(
+        "--row-group-rows",
+        type=_int_at_least(1),
+        default=65536,
+        metavar="R",
+        help="rows per row group of --format parquet (default 65536)",
+    )
+    inp = convert.add_argument_group("reading INPUT (as mpi_sgd.train's flags of the same names)")
+    inp.add_argument("--csv-label-column", type=int, default=0, metavar="K")
+    inp.add_argument("--n-features", type=_int_at_least(1), metavar="D")
+    inp.add_argument("--libsvm-index-base", choices=("auto", "0", "1"), default="auto")
+    inp.add_argument("--label-column", metavar="NAME")
+    inp.add_argument("--feature-columns", metavar="LIST")
+    inp.add_argument("--impute", choices=IMPUTE, default="none")
+    _add_h5(inp)
+    convert.set_defaults(run=_run_convert)
     return parser
+
+
+def _add_compress(parser: Any) -> None:
+    parser.add_argument(
+        "--compress",
+        choices=sorted({c for codecs in CODECS.values() for c in codecs}),
+        default="none",
+        help="compress the output: text files as .gz/.bz2/.xz (gzip, bz2, xz), Parquet with "
+        "snappy, gzip or zstd, HDF5 datasets with gzip or lzf (default none)",
+    )
+
+
+def _add_h5(parser: Any) -> None:
+    parser.add_argument("--h5-x", metavar="PATH", help="HDF5 input: the features (default X)")
+    parser.add_argument("--h5-y", metavar="PATH", help="HDF5 input: the labels (default y)")
 
 
 def _run_make(args: argparse.Namespace) -> list[str]:
@@ -1026,17 +1242,51 @@ def _run_make(args: argparse.Namespace) -> list[str]:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     opts = MakeOptions(
-        fmt=args.format, dtype=args.dtype, pm1_labels=args.pm1_labels, header=not args.no_header
+        fmt=args.format,
+        dtype=args.dtype,
+        pm1_labels=args.pm1_labels,
+        header=not args.no_header,
+        compress=args.compress,
     )
     return make_dataset(spec, args.out, opts)
 
 
 def _run_shard(args: argparse.Namespace) -> list[str]:
-    return shard_dataset(args.input, args.shards, args.out, args.input_format)
+    read = ReadOptions(h5_x=args.h5_x, h5_y=args.h5_y)
+    return shard_dataset(
+        args.input, args.shards, args.out, args.input_format, args.compress, read=read
+    )
 
 
 def _run_workload(args: argparse.Namespace) -> list[str]:
-    return make_workload(args.name, args.out, args.scale, args.format)
+    return make_workload(args.name, args.out, args.scale, args.format, args.compress)
+
+
+def _run_convert(args: argparse.Namespace) -> list[str]:
+    comm = Communicator()
+    read = ReadOptions(
+        csv_label_column=args.csv_label_column,
+        n_features=args.n_features,
+        index_base=None if args.libsvm_index_base == "auto" else int(args.libsvm_index_base),
+        fmt=args.input_format,
+        memory_bytes=0,
+        label_column=args.label_column,
+        feature_columns=args.feature_columns,
+        impute=args.impute,
+        h5_x=args.h5_x,
+        h5_y=args.h5_y,
+        warn=lambda message: print(f"{PROG}: warning: {message}", file=sys.stderr),
+    )
+    copts = ConvertOptions(
+        fmt=args.format,
+        shards=args.shards,
+        compress=args.compress,
+        dtype=args.dtype,
+        header=not args.no_header,
+        row_group_rows=args.row_group_rows,
+    )
+    paths = convert_dataset(args.input, args.output, copts, read, comm)
+    return paths if comm.is_root else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1053,7 +1303,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = args.run(args)
     except MpiSgdError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        if not (exc.collective and Communicator().rank != 0):  # once for errors of all ranks
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         where = f" {exc.filename!r}" if exc.filename else ""

@@ -226,6 +226,23 @@ def settings_for(system: str, w: WorkloadData, batch: int, a: argparse.Namespace
     return Settings(batch, epochs, lr_for(batch, a, w), a.schedule, a.ranks, a.timeout, a.project)
 
 
+KEPT_SECTIONS = (("<!-- formats:begin -->", "<!-- formats:end -->"),)
+"""Sections of the output that other scripts write (``scripts/bench/formats.py``): kept."""
+
+
+def kept_sections(path: str) -> str:
+    """The marked sections of the existing ``path`` that this script does not write."""
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as fh:
+        old = fh.read()
+    kept = []
+    for begin, end in KEPT_SECTIONS:
+        if begin in old and end in old:
+            kept.append(begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n")
+    return "".join("\n" + k for k in kept)
+
+
 # ----------------------------------------------------------------------------- references
 def ensure_optimum(w: WorkloadData, timeout: float) -> dict:
     """W1's optimum (cached as ``optimum.json`` beside the data, keyed by l2)."""
@@ -367,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = render(info, a, workloads, systems, results, optimum, floors, profile)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    text += kept_sections(a.out)
     with open(a.out, "w", encoding="utf-8") as fh:
         fh.write(text)
     if a.raw:

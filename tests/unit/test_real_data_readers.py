@@ -312,3 +312,21 @@ def test_an_impossible_n_features_flag_is_a_config_error(
         load(path, comm, n_features=0)
     with pytest.raises(ConfigError, match=r"features=10000000000000"):
         load("synthetic:binary,rows=10,features=10000000000000", comm)
+
+
+def test_pandas_headers_of_unnamed_columns(tmp_path: Path) -> None:
+    """``DataFrame(array).to_csv(index=False)`` names the columns 0..k-1: a header, not a data
+    row (it was read as one extra row, label 0); with the index column (``,0,1,...``) every row
+    starts with its row number, which must not be read as the label."""
+    pd = pytest.importorskip("pandas")
+    X, y = load_breast_cancer(return_X_y=True)
+    comm = Communicator.serial()
+    plain, indexed = tmp_path / "plain.csv", tmp_path / "indexed.csv"
+    pd.DataFrame(np.column_stack([y, X])).to_csv(plain, index=False)
+    pd.DataFrame(np.column_stack([y, X])).to_csv(indexed)
+    data = load(plain, comm)
+    assert data.n_total == 569 and data.n_features == 30
+    np.testing.assert_allclose(data.y, y)
+    np.testing.assert_allclose(data.X, X, rtol=1e-15)
+    with pytest.raises(MpiSgdError, match=r"line 1: .*row index .*index=False"):
+        load(indexed, comm)

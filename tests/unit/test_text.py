@@ -614,6 +614,7 @@ def test_a_first_row_of_data_with_a_bad_value_is_reported_not_dropped(tmp_path: 
         ("label,f0,f1", True),
         (",a,b", True),  # an unnamed index column
         ("0,1,2", False),
+        ("0,1,2,3,4,5", True),  # pandas' names of unnamed columns (5 or more)
         ("1,abc,2", False),  # a data row with a bad value
         ("label,0,1", False),  # mixes names and numbers: data (its error says so)
         (" , ,", False),
