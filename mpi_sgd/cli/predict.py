@@ -1,0 +1,307 @@
+"""The command line: ``mpiexec -n N python -m mpi_sgd.predict --model DIR --data PATH ...``.
+
+Thin: parse, call :func:`mpi_sgd.inference.predict_files`, print, and map failures to the
+training command's exit codes (:mod:`mpi_sgd.cli.common`): one message, printed once, the
+same exit code on every rank, no rank left waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mpi_sgd import __version__
+from mpi_sgd.cli.common import RankParser, install_excepthooks, run_command
+from mpi_sgd.comm import Communicator
+from mpi_sgd.data.labels import plain_number
+from mpi_sgd.data.loader import FORMATS
+from mpi_sgd.data.partition import PARTITIONS
+from mpi_sgd.inference import (
+    IMPUTE_CHOICES,
+    INDEX_BASES,
+    PredictRequest,
+    PredictResult,
+    predict_files,
+)
+from mpi_sgd.model.scoring import UNKNOWN_LABELS, label_list
+from mpi_sgd.reporting.metrics import json_safe
+from mpi_sgd.runtime.launch_guard import refuse_accidental_singleton
+
+PROG = "mpi_sgd.predict"
+
+DESCRIPTION = """\
+Predict with a model saved by mpi_sgd.train (--output DIR), and evaluate it, over MPI.
+
+Each rank reads only its own rows of --data, with the readers, formats and partitions of
+training (LIBSVM index base, CSV label column and feature count taken from the model), scores
+them, and writes them at their place in one output file, so the file is in the data's row
+order whatever the number of ranks or the partition. --metrics adds up exact sums and counts
+over the ranks (every row counted once): loss, accuracy and the confusion matrix for
+classifiers; MSE, RMSE, MAE and R² for regression.
+
+The data must be in a format training reads, labels included (they are ignored without
+--metrics)."""
+
+EPILOG = """\
+output (--output FILE, by its suffix):
+  .npy  float64 array: (n,) labels or one-output decision values, (n, K) probabilities
+        or softmax decision values; numpy.load(FILE) reads it
+  .csv  a header line (label | decision | decision_<class>... | proba_<class>...), then
+        one line per row in fixed-width columns (values right-aligned)
+exit codes: 0 ok; 1 internal error; 2 bad flag (--proba for a hinge or squared model);
+            3 bad data (wrong feature count, unreadable, a label the model does not
+            know with --metrics); 5 model directory unreadable or output not writable.
+examples:
+  mpiexec -n 4 python -m mpi_sgd.predict --model run1 --data data/test --output pred.npy
+  mpiexec -n 4 python -m mpi_sgd.predict --model run1 --data test.svm --proba \\
+      --output proba.csv --metrics metrics.json"""
+
+
+def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``mpi_sgd.predict`` (silent when ``quiet``, as on ranks > 0)."""
+    p = RankParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        quiet=quiet,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="the model directory (model.json and model.npz, as mpi_sgd.train --output writes)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="the rows to score, in any format mpi_sgd.train reads (see its --help)",
+    )
+
+    g = p.add_argument_group("what to write")
+    g.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the predictions there, in the data's row order: FILE.npy or FILE.csv "
+        "(written collectively by every rank, renamed into place when complete)",
+    )
+    what = g.add_mutually_exclusive_group()
+    what.add_argument(
+        "--proba",
+        action="store_const",
+        dest="what",
+        const="proba",
+        default="labels",
+        help="write class probabilities, one column per class in the model's class order "
+        "(logistic and softmax models only)",
+    )
+    what.add_argument(
+        "--decision",
+        action="store_const",
+        dest="what",
+        const="decision",
+        help="write decision values (scores): one per row, or one per class for softmax",
+    )
+    g.add_argument(
+        "--metrics",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="compute the exact metrics over every rank's rows and print them; with FILE, "
+        "also write them there as JSON (- prints the JSON on stdout instead)",
+    )
+    g.add_argument(
+        "--unknown-labels",
+        choices=UNKNOWN_LABELS,
+        default="error",
+        help="with --metrics, a label the model does not know: error (exit 3, naming it), or "
+        "count (such rows count as misclassified and get their own row in the confusion "
+        "matrix, but stay out of the loss, which then covers loss_rows rows) "
+        "(default: %(default)s)",
+    )
+
+    g = p.add_argument_group("reading the data (as in training)")
+    g.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="format of --data, as mpi_sgd.train's --format (default: %(default)s)",
+    )
+    g.add_argument(
+        "--partition",
+        choices=PARTITIONS,
+        default="contiguous",
+        help="how rows are divided among ranks (the output does not depend on it); a single "
+        "LIBSVM or CSV file is read contiguously (default: %(default)s)",
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="seed of --partition random (default: %(default)s)"
+    )
+    g.add_argument(
+        "--csv-label-column",
+        type=int,
+        default=None,
+        metavar="K",
+        help="column of the label in CSV files (default: the model's training data's)",
+    )
+    g.add_argument(
+        "--libsvm-index-base",
+        choices=INDEX_BASES,
+        default="model",
+        help="first feature index of LIBSVM files; model: the base the model's LIBSVM "
+        "training data was read with (detected as in training when it was not LIBSVM); auto: "
+        "detect (default: %(default)s)",
+    )
+    g.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="Parquet: the label column (default: whichever of label, y, target the data has)",
+    )
+    g.add_argument(
+        "--feature-columns",
+        metavar="LIST",
+        help="Parquet: the feature columns, in the model's order (comma-separated names or "
+        "shell patterns) (default: every numeric column but the label)",
+    )
+    g.add_argument(
+        "--impute",
+        choices=IMPUTE_CHOICES,
+        default="none",
+        help="Parquet: null feature values are refused (none) or read as 0 (zero) "
+        "(default: %(default)s)",
+    )
+    g.add_argument("--h5-x", metavar="PATH", help="HDF5: the features (default: X)")
+    g.add_argument("--h5-y", metavar="PATH", help="HDF5: the labels (default: y)")
+
+    g = p.add_argument_group("running")
+    g.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        metavar="T",
+        help="BLAS/OpenMP threads per rank; keep ranks x threads <= cores (default: %(default)s)",
+    )
+    g.add_argument("--quiet", action="store_true", help="print nothing but errors and warnings")
+    g.add_argument(
+        "--debug", action="store_true", help="print Python tracebacks for user errors too"
+    )
+    return p
+
+
+def request_from_args(args: argparse.Namespace) -> PredictRequest:
+    """The :class:`PredictRequest` of parsed arguments."""
+    return PredictRequest(
+        model=args.model,
+        data=args.data,
+        output=args.output,
+        what=args.what,
+        metrics=args.metrics is not None,
+        metrics_file=args.metrics or None,
+        unknown_labels=args.unknown_labels,
+        format=args.format,
+        partition=args.partition,
+        seed=args.seed,
+        csv_label_column=args.csv_label_column,
+        libsvm_index_base=args.libsvm_index_base,
+        label_column=args.label_column,
+        feature_columns=args.feature_columns,
+        impute=args.impute,
+        h5_x=args.h5_x,
+        h5_y=args.h5_y,
+        blas_threads=args.blas_threads,
+    )
+
+
+def run(args: argparse.Namespace, comm: Communicator) -> int:
+    """Predict as ``args`` say. Collective."""
+
+    def warn(message: str) -> None:
+        if comm.is_root:
+            print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+    request = request_from_args(args)
+    result = predict_files(request, comm, warn)
+    if comm.is_root:
+        if request.metrics_file == "-" and result.metrics is not None:
+            print(json.dumps(json_safe(result.metrics), indent=2, sort_keys=True), flush=True)
+        elif not args.quiet:
+            for line in summary(request, result, comm.size):
+                print(line, flush=True)
+    return 0
+
+
+def summary(request: PredictRequest, result: PredictResult, n_ranks: int) -> list[str]:
+    """The console lines: what was read, what was written, the metrics."""
+    m = result.model
+    classes = f", classes {label_list(m.classes_)}" if m.classes_.size else ""
+    sizes = result.rows_per_rank
+    lines = [
+        f"{PROG} {__version__}: {n_ranks} rank(s); model {request.model} ({m.model}, "
+        f"{m.n_features_in_} features{classes})"
+        f"; data {result.source}{result.source_note}: {result.n_rows} rows, rows per rank "
+        f"{sizes.min()}..{sizes.max()}; read in {result.seconds['load']:.2f}s"
+    ]
+    if request.output:
+        lines.append(
+            f"wrote {request.what} of {result.n_rows} rows to {request.output} "
+            f"({result.output_format}) in {result.seconds['score']:.2f}s"
+        )
+    if result.metrics is not None:
+        lines.extend(metric_lines(result.metrics))
+        if request.metrics_file:
+            lines.append(f"metrics written to {request.metrics_file}")
+    return lines
+
+
+def metric_lines(metrics: dict) -> list[str]:
+    """Human-readable lines of :meth:`~mpi_sgd.model.scoring.MetricSums.finish`'s metrics."""
+    head = f"metrics over {metrics['n']} rows: {metrics['loss_name']} {metrics['loss']:.6g}"
+    if metrics["loss_rows"] != metrics["n"]:
+        head += f" (over the {metrics['loss_rows']} rows with a known label)"
+    if "accuracy" in metrics:
+        lines = [f"{head}, accuracy {metrics['accuracy']:.6f}"]
+        if metrics["n_unknown_labels"]:
+            unknown = ", ".join(plain_number(c) for c in metrics["unknown_labels"][:10])
+            lines.append(
+                f"{metrics['n_unknown_labels']} rows have a label the model does not know "
+                f"([{unknown}]): counted as misclassified"
+            )
+        if metrics["confusion"] is not None and len(metrics["labels"]) <= 20:
+            labels = [plain_number(c) for c in metrics["labels"]]
+            width = max(len(t) for t in labels + [str(v) for r in metrics["confusion"] for v in r])
+            lines.append("confusion (rows: true label, columns: predicted label):")
+            lines.append(" " * (width + 1) + " ".join(t.rjust(width) for t in labels))
+            for label, row in zip(labels, metrics["confusion"], strict=True):
+                lines.append(label.rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
+        return lines
+    return [
+        f"{head}, mse {metrics['mse']:.6g}, rmse {metrics['rmse']:.6g}, mae {metrics['mae']:.6g}, "
+        f"r2 {metrics['r2']:.6f}"
+    ]
+
+
+def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int:
+    """Run the command line; returns the exit code (the same on every rank).
+
+    Collective when ``comm`` spans several ranks.
+    """
+    refused = refuse_accidental_singleton(Communicator().size, prog=PROG)
+    if refused is not None:
+        return refused
+    comm = comm or Communicator()
+    raw = list(sys.argv[1:] if argv is None else argv)
+    return run_command(PROG, raw, comm, build_parser, run)
+
+
+def console_main() -> None:
+    """Entry point of ``python -m mpi_sgd.predict`` and the ``mpi-sgd-predict`` script."""
+    install_excepthooks()
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
