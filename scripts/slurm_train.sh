@@ -7,6 +7,13 @@
 #   TRAIN=data/W1/train TEST=data/W1/test EPOCHS=20 sbatch scripts/slurm_train.sh
 # (sbatch passes the submitting environment to the job by default).
 #
+# Stopping and continuing (docs/usage.md, "Running under Slurm / PBS"):
+#   time limit      the --signal warning below makes the ranks checkpoint; the job requeues
+#                   itself and the next run resumes (up to MAX_REQUEUES times)
+#   preemption      checkpoint; requeued (by Slurm itself under PreemptMode=REQUEUE, else here)
+#   scancel JOBID   checkpoint, then the job ends for good (CANCELLED): no requeue
+#   scancel --signal=USR1 --batch JOBID   checkpoint now and requeue (continue later)
+#
 #SBATCH --job-name=mpi_sgd
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4
@@ -14,12 +21,29 @@
 #SBATCH --time=01:00:00
 #SBATCH --output=mpi_sgd-%j.out
 #SBATCH --open-mode=append      # a requeued run appends to the same log
-#SBATCH --signal=B:USR1@120     # warn this script 120 s before the time limit...
+#SBATCH --signal=B:USR1@120     # warn this script 120-150 s before the time limit...
 #SBATCH --requeue               # ...so the run checkpoints, exits 75 and is requeued here
 # Site-specific, uncomment as needed:
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
 ##SBATCH --mem-per-cpu=4G
+
+# ---- stop signals: caught before anything that can take time ---------------------------------
+# SIGUSR1 (the time-limit warning) would end an untrapped shell at once, without a checkpoint.
+# The handler only notes the signal and passes it to the launcher once it runs.
+stop_signal=""
+launcher=""
+on_stop_signal() {
+    stop_signal=$1
+    if [ -n "$launcher" ]; then
+        echo "mpi_sgd: got SIG$1, asking the ranks to checkpoint and stop"
+        kill -s "$1" "$launcher" 2>/dev/null || true
+    else
+        echo "mpi_sgd: got SIG$1 before the ranks were started"
+    fi
+}
+trap 'on_stop_signal USR1' USR1
+trap 'on_stop_signal TERM' TERM
 
 set -euo pipefail
 
@@ -39,6 +63,15 @@ CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-1000}  # also checkpoint every N steps (0: 
 MAX_REQUEUES=${MAX_REQUEUES:-20}   # stop requeueing after this many restarts
 VENV=${VENV:-.venv}                # activated if it exists
 PYTHON=${PYTHON:-python}
+# How the ranks are started:
+#   LAUNCHER=srun (default) with --mpi=$SRUN_MPI. pmi2 is what the MPICH wheel (pip install
+#     '.[mpich]', as the README installs) speaks; the Open MPI wheel and most site Open MPIs
+#     need SRUN_MPI=pmix; SRUN_MPI= (empty) leaves the choice to the site's MpiDefault.
+#     `srun --mpi=list` shows what this Slurm offers.
+#   LAUNCHER=mpiexec: the mpiexec of the MPI that mpi4py uses (the venv's, for a wheel), which
+#     starts its helpers through srun itself.
+LAUNCHER=${LAUNCHER:-srun}
+SRUN_MPI=${SRUN_MPI-pmi2}
 
 # What Slurm granted (edit the #SBATCH lines to change it).
 NODES=${SLURM_JOB_NUM_NODES:-1}
@@ -61,10 +94,13 @@ export OPENBLAS_NUM_THREADS=$THREADS
 export MKL_NUM_THREADS=$THREADS
 export BLIS_NUM_THREADS=$THREADS
 export NUMEXPR_NUM_THREADS=$THREADS
-# Slurm >= 22.05: srun no longer inherits --cpus-per-task from the allocation.
-export SRUN_CPUS_PER_TASK=$THREADS
+# Not SRUN_CPUS_PER_TASK: it would also apply to the one-task helper step that mpiexec starts on
+# each node, which would then hold THREADS CPUs for all of that node's ranks (under
+# task/affinity every rank of the node ran on CPU 0). Our own srun gets --cpus-per-task below.
+unset SRUN_CPUS_PER_TASK
 
 mkdir -p "$OUTPUT"
+METRICS="$OUTPUT/metrics.jsonl"
 
 args=(
     --train "$TRAIN"
@@ -72,7 +108,7 @@ args=(
     --epochs "$EPOCHS"
     --batch-size "$BATCH_SIZE"
     --output "$OUTPUT"
-    --metrics "$OUTPUT/metrics.jsonl"
+    --metrics "$METRICS"
     --blas-threads "$THREADS"
 )
 if [ -n "$TEST" ]; then
@@ -85,42 +121,178 @@ fi
 
 # ==== checkpoint / resume / requeue ===========================================================
 # --resume continues from the newest valid checkpoint (or starts fresh the first time), so the
-# same script serves the first run and every requeued one. On SIGUSR1 (the --signal warning
-# above) or SIGTERM (preemption), every rank finishes its step, writes a checkpoint and the
-# trainer exits 75; the script then requeues the job (same job id, same OUTPUT).
+# same script serves the first run and every requeued one. On SIGUSR1 or SIGTERM every rank
+# finishes its step, writes a checkpoint and the trainer exits 75; what happens next depends on
+# who stopped it (see the end of this script).
 CHECKPOINT_ARGS=(--checkpoint-dir "$CHECKPOINT_DIR" --resume --checkpoint-every "$CHECKPOINT_EVERY")
 # ==============================================================================================
 
-echo "mpi_sgd: job ${SLURM_JOB_ID:-?} on $NODES node(s) x $TASKS_PER_NODE task(s) = $NTASKS rank(s)," \
-     "$THREADS thread(s) per rank, time limit ${TIME_LIMIT:-?}; output in $OUTPUT"
+case "$LAUNCHER" in
+    srun)
+        # --wait: once one rank has ended, the others get 60 s, not forever (ranks always end
+        # together; one alone died, e.g. in MPI_Init, and its peers would wait for it).
+        launch=(srun --cpus-per-task="$THREADS" --wait=60)
+        if [ -n "$SRUN_MPI" ]; then
+            launch+=(--mpi="$SRUN_MPI")
+        fi
+        ;;
+    mpiexec) launch=(mpiexec -n "$NTASKS") ;;
+    *) echo "slurm_train.sh: LAUNCHER must be srun or mpiexec, got '$LAUNCHER'" >&2; exit 2 ;;
+esac
 
-# srun starts one rank per task. Depending on the site and the MPI library, srun may need
-# --mpi=pmix (or --mpi=pmi2); `srun --mpi=list` shows what is available. If mpi4py uses an MPI
-# wheel from PyPI (pip install '.[mpich]'), srun may be unable to start it: use
-#   mpiexec -n "$NTASKS" "$PYTHON" -m mpi_sgd.train ...
-# in its place.
-#
-# srun runs in the background so that this shell can pass the warning signal (sent to the batch
-# shell only, "B:") on to it; srun forwards it to every rank.
-srun "$PYTHON" -m mpi_sgd.train "${args[@]}" \
-    ${extra[@]+"${extra[@]}"} ${CHECKPOINT_ARGS[@]+"${CHECKPOINT_ARGS[@]}"} &
-launcher=$!
-trap 'echo "mpi_sgd: got SIGUSR1, asking the ranks to checkpoint and stop"; kill -USR1 "$launcher" 2>/dev/null || true' USR1
-trap 'echo "mpi_sgd: got SIGTERM, asking the ranks to checkpoint and stop"; kill -TERM "$launcher" 2>/dev/null || true' TERM
-while :; do
-    rc=0
-    wait "$launcher" || rc=$?
-    kill -0 "$launcher" 2>/dev/null || break   # still running: wait was cut short by a signal
-done
+echo "mpi_sgd: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on $NODES node(s) x" \
+     "$TASKS_PER_NODE task(s) = $NTASKS rank(s), $THREADS thread(s) per rank, time limit" \
+     "${TIME_LIMIT:-?}; ${launch[*]}; output in $OUTPUT"
 
-echo "mpi_sgd.train exit code: $rc (see \"Exit codes\" in docs/usage.md)"
-if [ "$rc" -eq 75 ]; then
-    restarts=${SLURM_RESTART_COUNT:-0}
-    if [ -n "${SLURM_JOB_ID:-}" ] && [ "$restarts" -lt "$MAX_REQUEUES" ]; then
-        echo "mpi_sgd: checkpoint written; requeueing job $SLURM_JOB_ID (restart $((restarts + 1)))"
-        scontrol requeue "$SLURM_JOB_ID"
-        exit 0
-    fi
-    echo "mpi_sgd: checkpoint written; not requeueing (restart count $restarts of $MAX_REQUEUES)"
+# A requeued job numbers its steps from 0 again, and MPICH names its shared memory after the
+# step: /dev/shm/mpich_shm_<FNV-1a hash of "JOBID.STEP">_<node>. A segment left there by ranks
+# that were killed instead of finalized (SIGKILL after KillWait, a crash) makes the rerun's
+# MPI_Init fail or hang on that node (measured). So a requeued run first removes this job's own
+# segments on every node (step 0), then trains as step 1: the name it will use.
+fnv1a32() {
+    local text=$1 hash=2166136261 i code
+    for ((i = 0; i < ${#text}; i++)); do
+        printf -v code '%d' "'${text:i:1}"
+        hash=$(( ((hash ^ code) * 16777619) & 0xffffffff ))
+    done
+    printf '%x' "$hash"
+}
+if [ "$LAUNCHER" = srun ] && [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && [ -n "${SLURM_JOB_ID:-}" ] \
+        && [ -z "$stop_signal" ]; then
+    step_hash=$(fnv1a32 "$SLURM_JOB_ID.1")
+    srun --nodes="$NODES" --ntasks="$NODES" --ntasks-per-node=1 --cpus-per-task=1 --mpi=none \
+        bash -c "rm -f /dev/shm/mpich_shm_${step_hash}_* /dev/shm/mpich_vci_${step_hash}_*" \
+        || true
 fi
+
+metrics_lines=0
+if [ -f "$METRICS" ]; then
+    metrics_lines=$(wc -l < "$METRICS")
+fi
+rc=0
+if [ -z "$stop_signal" ]; then
+    # In the background, so that this shell can pass the warning signal (sent to the batch shell
+    # only, "B:") on; srun and mpiexec forward it to every rank.
+    "${launch[@]}" "$PYTHON" -m mpi_sgd.train "${args[@]}" \
+        ${extra[@]+"${extra[@]}"} ${CHECKPOINT_ARGS[@]+"${CHECKPOINT_ARGS[@]}"} &
+    launcher=$!
+    if [ -n "$stop_signal" ]; then   # arrived while the launcher was being started
+        kill -s "$stop_signal" "$launcher" 2>/dev/null || true
+    fi
+    while :; do
+        rc=0
+        wait "$launcher" || rc=$?
+        if [ "$rc" -le 128 ]; then
+            break
+        fi
+        if kill -0 "$launcher" 2>/dev/null; then
+            continue   # a trapped signal cut the wait short; the launcher still runs
+        fi
+        late=0
+        wait "$launcher" 2>/dev/null || late=$?
+        if [ "$late" -ne 127 ]; then rc=$late; fi   # 127: that first wait had its status
+        break
+    done
+    echo "mpi_sgd.train exit code: $rc (see \"Exit codes\" in docs/usage.md)"
+else
+    echo "mpi_sgd: SIG$stop_signal arrived before training started; the newest checkpoint stands"
+    rc=75
+fi
+trap '' USR1 TERM   # from here on (a requeue signals this shell too): finish what we do
+
+if [ "$rc" -ne 75 ] && [ -n "$stop_signal" ] && [ "$rc" -gt 128 ]; then
+    if tail -n +"$((metrics_lines + 1))" "$METRICS" 2>/dev/null | grep -q '"event": "end"'; then
+        # The signal came as the ranks were exiting after the end of training.
+        echo "mpi_sgd: training had finished (model saved) when SIG$stop_signal came"
+        rc=0
+    else
+        # A rank still starting up (before its handlers exist) dies of the signal.
+        echo "mpi_sgd: the ranks were stopped by SIG$stop_signal before they could checkpoint;" \
+             "the newest checkpoint stands"
+        rc=75
+    fi
+fi
+if [ "$rc" -ne 75 ]; then
+    case "$rc" in
+        0|1|2|3|4|5|6|130) ;;
+        *) echo "mpi_sgd: the ranks did not start or were killed (exit $rc). With the MPICH wheel" \
+                "use LAUNCHER=srun SRUN_MPI=pmi2 (now: LAUNCHER=$LAUNCHER SRUN_MPI=$SRUN_MPI)," \
+                "with Open MPI SRUN_MPI=pmix; \`srun --mpi=list\` shows what Slurm offers." ;;
+    esac
+    exit "$rc"
+fi
+if [ -z "${SLURM_JOB_ID:-}" ]; then
+    echo "mpi_sgd: checkpoint written; not under Slurm, so not requeueing"
+    exit "$rc"
+fi
+
+# ==== who stopped the run: requeue only after the time limit or a preemption ===================
+# While Slurm ends a job (cancel, time limit, preemption, requeue) `scontrol show job` says
+# JobState=COMPLETING whatever the cause, so the cause is read from the other fields: a restart
+# count above this run's (requeued already, by Slurm or by hand), PreemptTime, Reason=TimeLimit.
+job_field() {  # the value of one field of `scontrol show job` (empty if unknown)
+    { scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null || true; } | tr ' ' '\n' \
+        | sed -n "s/^$1=//p" | head -n 1 || true
+}
+restarts=${SLURM_RESTART_COUNT:-0}
+state=$(job_field JobState)
+job_reason=$(job_field Reason)
+preempt_time=$(job_field PreemptTime)
+now_restarts=$(job_field Restarts)
+# The trainer's own account (its last "stopped" record): SIGUSR1, SIGTERM or --stop-after.
+reason=$(tail -n +"$((metrics_lines + 1))" "$METRICS" 2>/dev/null | grep '"event": "stopped"' \
+         | tail -n 1 | sed -n 's/.*"reason": "\([^"]*\)".*/\1/p' || true)
+if [ "${now_restarts:-0}" -gt "$restarts" ] 2>/dev/null \
+        || [[ "$state" =~ ^(PENDING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|SPECIAL_EXIT)$ ]]; then
+    why=requeued
+elif [ -n "$preempt_time" ] && [ "$preempt_time" != None ] || [ "$state" = PREEMPTED ]; then
+    why=preemption
+elif [[ "$state" =~ ^(TIMEOUT|DEADLINE)$ ]] || [[ "$job_reason" =~ ^(TimeLimit|DeadLine)$ ]]; then
+    why="the time limit"
+elif [[ "$state" =~ ^(CANCELLED|COMPLETING)$ ]]; then
+    why=cancelled   # ended by Slurm for none of the reasons above: scancel
+elif [ "$stop_signal" = USR1 ] || [[ "$reason" == SIGUSR1* ]]; then
+    why="the time-limit warning (SIGUSR1)"
+elif [[ "$reason" == --stop-after* ]]; then
+    why="--stop-after"
+else
+    why=signal      # a SIGTERM while the job runs on: scancel --signal=TERM, kill
+fi
+case "$why" in
+    cancelled)
+        echo "mpi_sgd: job $SLURM_JOB_ID was cancelled (scancel): checkpoint written to" \
+             "$CHECKPOINT_DIR, not requeueing. To continue later, submit again with" \
+             "OUTPUT=$OUTPUT (the run resumes from it)."
+        exit "$rc"
+        ;;
+    requeued)
+        echo "mpi_sgd: checkpoint written; job $SLURM_JOB_ID is already requeued (state $state):" \
+             "it resumes when it runs again"
+        exit 0
+        ;;
+    signal)
+        echo "mpi_sgd: stopped by ${reason:-SIG${stop_signal:-TERM}}, which was neither the time" \
+             "limit nor a preemption: checkpoint written to $CHECKPOINT_DIR, not requeueing" \
+             "(to continue: scontrol requeue $SLURM_JOB_ID, or submit again with OUTPUT=$OUTPUT)"
+        exit "$rc"
+        ;;
+esac
+if [ "$restarts" -ge "$MAX_REQUEUES" ]; then
+    echo "mpi_sgd: checkpoint written; stopped by $why, but not requeueing (restart count" \
+         "$restarts of MAX_REQUEUES=$MAX_REQUEUES)"
+    exit "$rc"
+fi
+echo "mpi_sgd: checkpoint written; stopped by $why: requeueing job $SLURM_JOB_ID" \
+     "(restart $((restarts + 1)))"
+if out=$(scontrol requeue "$SLURM_JOB_ID" 2>&1); then
+    exit 0
+fi
+case "$out" in
+    *"pending"*|*"Pending"*)   # requeued meanwhile (by Slurm, or an outside scontrol requeue)
+        echo "mpi_sgd: job $SLURM_JOB_ID is already requeued"
+        exit 0
+        ;;
+esac
+echo "mpi_sgd: scontrol requeue failed: $out; the checkpoint in $CHECKPOINT_DIR stays valid" \
+     "(submit again with OUTPUT=$OUTPUT to continue)"
 exit "$rc"
