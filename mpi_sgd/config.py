@@ -85,6 +85,11 @@ class TrainConfig:
             raise ConfigError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(
+                f"--warmup-epochs {self.warmup_epochs} is longer than --epochs {self.epochs}: "
+                "the learning rate would never reach --lr"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.chunk_rows < 0:
@@ -114,13 +119,14 @@ class TrainConfig:
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         return self
 
-    def objective_warnings(self, n_ranks: int) -> list[str]:
+    def objective_warnings(self, n_ranks: int, steps_per_epoch: int = 0) -> list[str]:
         """Why this run may end away from the documented objective's minimiser although every
         value is valid (docs/algorithm.md, "Which objective each combination minimises").
 
         Empty for gradient exchange, whose fixed point is the minimiser for every optimiser and
         penalty; with model averaging over several ranks, the ways the result depends on the
-        partition.
+        partition (none when the ranks average after every step: ``average_every`` 1, or
+        ``steps_per_epoch`` 1 where epoch ends are every step).
         """
         if n_ranks < 2 or self.sync == "gradients":
             return []
@@ -131,7 +137,7 @@ class TrainConfig:
                 "documented objective over all rows (it depends on how the rows are "
                 "partitioned); use --sync gradients for the objective's minimiser"
             ]
-        if self.average_every == 1:
+        if self.average_every == 1 or steps_per_epoch == 1:
             return []  # averaging after every step is the synchronous gradient step
         every = f"every {self.average_every} steps" if self.average_every else "at epoch ends"
         return [

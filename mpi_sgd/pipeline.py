@@ -1,7 +1,8 @@
 """One training run, assembled: data -> classes -> model -> solver -> fit -> saved model.
 
-The command line (:mod:`mpi_sgd.cli.train`) and the estimators call :func:`train`; every stage
-is also a function of its own, for callers that bring their own rows (:func:`fit_rows`).
+The command line (:mod:`mpi_sgd.cli.train`) calls :func:`train` (data read from files, each
+rank its own part); the estimators call :func:`fit_rows` (rows each rank holds in memory).
+Every stage is also a function of its own.
 Every function here is collective: call it on every rank of ``comm``.
 
 Stages::
@@ -17,6 +18,7 @@ Stages::
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -30,13 +32,22 @@ from mpi_sgd.comm import Communicator, broadcast_params, check_identical_params
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.batching import BatchPlan, auto_chunk_rows
 from mpi_sgd.data.labels import agree_classes, encode_labels
-from mpi_sgd.data.loader import Dataset, ReadOptions, is_synthetic, load_dataset
+from mpi_sgd.data.loader import (
+    Dataset,
+    ReadOptions,
+    check_options_used,
+    is_synthetic,
+    load_dataset,
+)
+from mpi_sgd.data.partition import RowOwnership
 from mpi_sgd.data.sizes import agreed_memory, check_model_size
-from mpi_sgd.errors import CheckpointError, ConfigError, Preempted, everywhere
-from mpi_sgd.model.health import Baselines, baselines, did_not_learn
+from mpi_sgd.errors import CheckpointError, ConfigError, DataError, Preempted, everywhere
+from mpi_sgd.model.evaluate import evaluate
+from mpi_sgd.model.health import Baselines, baselines, check_divergence, did_not_learn
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import Loss, get_loss
 from mpi_sgd.model.objective import DistributedObjective, EvalData
+from mpi_sgd.model.weighted import WeightedObjective, normalised_weights, weighted_labels
 from mpi_sgd.reporting.metrics import Console, MetricsWriter, epoch_line
 from mpi_sgd.runtime.faults import FaultInjector
 from mpi_sgd.runtime.preemption import StopRequest
@@ -56,6 +67,7 @@ from mpi_sgd.state.checkpoint import (
     save_checkpoint,
 )
 from mpi_sgd.state.export import LOSS_OF_MODEL, save_model
+from mpi_sgd.state.lock import RunLock, run_targets
 
 DEFAULT_DATA = {
     "logistic": "synthetic:binary",
@@ -80,6 +92,11 @@ class RunOptions:
     libsvm_index_base: str = "auto"
     format: str = "auto"
     test_format: str = "auto"
+    label_column: str | None = None
+    feature_columns: str | None = None
+    impute: str = "none"
+    h5_x: str | None = None
+    h5_y: str | None = None
     output: str | None = None
     metrics: str | None = None
     train_loss_every: int = 10
@@ -128,6 +145,8 @@ class TrainResult:
     seconds: float
     baselines: Baselines
     warnings: list[str] = field(default_factory=list)
+    position: TrainingPosition | None = None  # where training stopped (fit_rows)
+    optimizer_state: dict[str, np.ndarray] | None = None  # the optimiser's, at the end (fit_rows)
 
 
 class _Phases:
@@ -190,8 +209,24 @@ def _train_watched(
     watchdog: Watchdog | None,
 ) -> TrainResult:
     """The body of :func:`train`, with the stop request and watchdog in place. Collective."""
-    phase = _Phases(watchdog)
     console = Console(comm.is_root, progress=options.progress, quiet=options.quiet)
+    # One run per directory, before anything is written: two runs sharing --output,
+    # --checkpoint-dir or --metrics would overwrite each other's files (state/lock.py).
+    targets = run_targets(options.output, options.checkpoint_dir, options.metrics)
+    with RunLock.acquire_all(targets, comm, console.warn):
+        return _train_locked(config, options, comm, stop_request, watchdog, console)
+
+
+def _train_locked(
+    config: TrainConfig,
+    options: RunOptions,
+    comm: Communicator,
+    stop_request: StopRequest,
+    watchdog: Watchdog | None,
+    console: Console,
+) -> TrainResult:
+    """The body of :func:`train`, holding the run locks. Collective."""
+    phase = _Phases(watchdog)
     prepare_outputs(options, comm)
     with comm.collective_section():
         metrics = MetricsWriter(options.metrics, enabled=comm.is_root, append=options.resume)
@@ -201,13 +236,13 @@ def _train_watched(
     data = load_data(config, options, comm, console.warn)
     loss = get_loss(config.model)
     model, base = build_model(config, loss, data.train, data.classes, data.y_train, comm)
-    for warning in config.objective_warnings(comm.size):
-        console.warn(warning)
     objective = DistributedObjective(
         model, EvalData(data.train.X, data.y_train), comm, config.l2, config.l1
     )
     exchange = choose_exchange(config, data.train, model, comm)
     plan, schedule, optimizer = build_steps(config, data.train, model, comm)
+    for warning in config.objective_warnings(comm.size, plan.steps_per_epoch):
+        console.warn(warning)
     info = checkpoint_info(config, model, data)
     position = TrainingPosition()
     if options.resume:
@@ -270,7 +305,7 @@ def _train_watched(
         metrics.close()
         raise everywhere(Preempted(f"stopped by {solver.stop_reason} at {where}; {saved}"))
     check_identical_params(model.params, comm, "the end of training")
-    warnings = learning_warnings(reports[-1], base) if reports else []
+    warnings = check_trained_model(model, objective.data, comm, base, reports)
     for warning in warnings:
         console.warn(warning)
     phase("saving the model")
@@ -284,6 +319,199 @@ def _train_watched(
     )
     return TrainResult(
         model, data.classes, reports, solver.epochs_done, solver.global_step, wall, base, warnings
+    )
+
+
+def fit_rows(
+    config: TrainConfig,
+    X: np.ndarray | sp.spmatrix,
+    y: np.ndarray,
+    comm: Communicator,
+    hooks: FitHooks | None = None,
+    initial_params: np.ndarray | None = None,
+    train_loss_every: int = 1,
+    *,
+    sample_weight: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    position: TrainingPosition | None = None,
+    optimizer_state: dict[str, np.ndarray] | None = None,
+    on_epoch: Callable[[EpochReport, SGDSolver], bool] | None = None,
+    checkpoint_dir: str | None = None,
+    keep_checkpoints: int = 3,
+) -> TrainResult:
+    """Train on the rows each rank holds in memory (its own ``X``, ``y``). Collective.
+
+    The ranks' rows are, in rank order, one data set of ``sum(n_r)`` rows: global row ids are
+    the concatenation's, so ``shuffle="global"`` gives the same model on any number of ranks.
+    A rank may pass no rows (``X`` of shape (0, n_features)). Ranks may mix dense and sparse
+    ``X``; the dense exchange is then used.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Validated.
+    X : ndarray or scipy sparse matrix, shape (n_local, n_features)
+    y : ndarray, shape (n_local,)
+        Labels (numbers: class values, or regression targets).
+    comm : Communicator
+    hooks : FitHooks, optional
+        ``loss_limit`` is set from the data's baselines; ``checkpoint`` from
+        ``checkpoint_dir``.
+    initial_params : ndarray, optional
+        Start from these parameters (rank 0's are used) instead of zeros, e.g. a warm start.
+    train_loss_every : int
+        See :class:`~mpi_sgd.solvers.sgd.SGDSolver`.
+    sample_weight : ndarray, shape (n_local,), optional
+        Finite, non-negative weights of this rank's rows, not all zero over the ranks: the
+        objective becomes the weighted mean (:mod:`mpi_sgd.model.weighted`).
+    classes : ndarray, optional
+        The class values (sorted, the same on every rank) instead of the union of the ranks'
+        labels, e.g. for streaming, where a chunk may lack classes; every label must be one.
+    position : TrainingPosition, optional
+        Continue from here (global step, epochs done), e.g. the previous call's
+        ``TrainResult.position``; training runs until ``config.epochs`` epochs are done.
+    optimizer_state : dict, optional
+        The optimiser's state to continue from (``TrainResult.optimizer_state``).
+    on_epoch : callable, optional
+        ``on_epoch(report, solver) -> bool`` after each epoch, on every rank; True stops
+        training. It must decide from values agreed by all ranks (the report's are), and may
+        change ``solver.schedule.lr``.
+    checkpoint_dir : str, optional
+        Write a checkpoint at every epoch end (rank 0; ``keep_checkpoints`` kept) and, when the
+        directory holds one of this run (same configuration, shapes, classes and row count),
+        resume from the newest valid one. A directory shared by all ranks.
+
+    Raises
+    ------
+    DataError, ConfigError, PeerFailure, DivergenceError, CheckpointError
+        On every rank.
+    """
+    X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    with comm.collective_section():
+        if X.ndim != 2 or X.shape[0] != y.shape[0]:
+            raise DataError(
+                f"X of shape {X.shape} and y of shape {y.shape}: expected a 2-D X with one "
+                "label per row"
+            )
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            if sample_weight.shape != y.shape:
+                raise DataError(
+                    f"sample_weight has shape {sample_weight.shape}, expected {y.shape}"
+                )
+            if not (np.isfinite(sample_weight).all() and (sample_weight >= 0).all()):
+                raise DataError("sample_weight must be finite and non-negative")
+    widths = comm.allgather_int(int(X.shape[1]))
+    if len(set(widths.tolist())) > 1:
+        raise everywhere(DataError(f"the ranks' X have different feature counts: {widths}"))
+    counts = comm.allgather_int(int(X.shape[0]))
+    n_sparse = comm.sum_int(int(sp.issparse(X)))
+    offset = int(counts[: comm.rank].sum())
+    source = "the rows passed to fit"
+    train_set = Dataset(
+        X,
+        y,
+        int(widths[0]),
+        int(counts.sum()),
+        RowOwnership.from_ranges([(offset, offset + int(X.shape[0]))]),
+        source,
+        fmt="memory",
+    ).with_dtype(config.dtype)
+    loss = get_loss(config.model)
+    if classes is None:
+        classes = agree_classes(train_set.y, loss, comm, source)
+    else:
+        classes = np.asarray(classes, dtype=np.float64).reshape(-1)
+        need = 2 if loss.is_classifier else 0
+        if loss.is_classifier and loss.n_outputs(3) == 1 and classes.size != 2:
+            raise everywhere(DataError(f"--model {loss.name} needs 2 classes, got {classes}"))
+        if classes.size < need or (not loss.is_classifier and classes.size):
+            raise everywhere(DataError(f"--model {loss.name} cannot take classes {classes}"))
+    with comm.collective_section():
+        y_enc = encode_labels(train_set.y, classes, loss, source)
+    model, base = build_model(config, loss, train_set, classes, y_enc, comm)
+    if initial_params is not None:
+        model.params[:] = initial_params
+        broadcast_params(model.params, comm)
+    labels: np.ndarray = y_enc
+    if sample_weight is not None:
+        weights = normalised_weights(sample_weight, comm)
+        if comm.sum_int(int(not np.all(weights == 1.0))):  # else: unweighted, the fast path
+            labels = weighted_labels(y_enc, weights)
+    objective_type = DistributedObjective if labels is y_enc else WeightedObjective
+    objective = objective_type(model, EvalData(train_set.X, labels), comm, config.l2, config.l1)
+    if labels is not y_enc or 0 < n_sparse < comm.size:
+        # the sparse exchange has no weights, and must be chosen by every rank or by none
+        if config.exchange == "sparse":
+            raise everywhere(
+                ConfigError("--exchange sparse needs sparse X on every rank and no sample weights")
+            )
+        exchange = "dense" if config.sync == "gradients" else "averaging"
+    else:
+        exchange = choose_exchange(config, train_set, model, comm)
+    plan, schedule, optimizer = build_steps(config, train_set, model, comm)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    hooks = hooks or FitHooks()
+    hooks.loss_limit = base.divergence_limit
+    if checkpoint_dir:
+        info = {
+            "mpi_sgd_version": __version__,
+            "model": {
+                "kind": config.model,
+                "n_features": train_set.n_features,
+                "n_outputs": model.n_outputs,
+                "classes": [float(c) for c in classes],
+            },
+            "n_params": model.n_params,
+            "config": config.to_dict(),
+            "data": {"train": source, "test": None, "n_train": train_set.n_total},
+        }
+        with comm.collective_section():
+            if comm.is_root:
+                os.makedirs(checkpoint_dir, exist_ok=True)
+                remove_stale_temporaries(checkpoint_dir)
+        position = resume(checkpoint_dir, model, optimizer, info, comm, Console(False))
+        options = RunOptions(checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)
+        hooks.checkpoint = _Checkpointer(options, info, comm, MetricsWriter(None, False))
+        hooks.checkpoint_every_epochs = hooks.checkpoint_every_epochs or 1
+    solver = SGDSolver(
+        objective,
+        optimizer,
+        schedule,
+        plan,
+        config,
+        hooks,
+        position,
+        exchange=exchange,
+        train_loss_every=train_loss_every,
+    )
+    t0 = time.perf_counter()
+    reports: list[EpochReport] = []
+    while solver.epochs_done < config.epochs:  # SGDSolver.fit's loop, with on_epoch's stop
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            report = solver.run_epoch()
+        if report is None:
+            break
+        reports.append(report)
+        if (on_epoch is not None and on_epoch(report, solver)) or solver.stop_reason:
+            break
+    wall = time.perf_counter() - t0
+    check_identical_params(model.params, comm, "the end of training")
+    # (judged on the unweighted rows, as the baselines are)
+    warnings = check_trained_model(model, EvalData(train_set.X, y_enc), comm, base, reports)
+    return TrainResult(
+        model,
+        classes,
+        reports,
+        solver.epochs_done,
+        solver.global_step,
+        wall,
+        base,
+        warnings,
+        position=solver.position,
+        optimizer_state=optimizer.state_dict(),
     )
 
 
@@ -344,6 +572,11 @@ def load_data(
         index_base=None if base == "auto" else int(base),
         fmt=options.format,
         warn=warn,
+        label_column=options.label_column,
+        feature_columns=options.feature_columns,
+        impute=options.impute,
+        h5_x=options.h5_x,
+        h5_y=options.h5_y,
     )
     train_set = load_dataset(train_path, comm, opts)
     test_set = None
@@ -354,16 +587,31 @@ def load_data(
             csv_label_column=options.csv_label_column,
             n_features=train_set.n_features,
             split="test",
-            index_base=train_set.index_base if train_set.fmt == "libsvm" else None,
+            # a LIBSVM test set takes the training file's base; with training data of another
+            # format, --libsvm-index-base applies to the test file itself
+            index_base=(
+                train_set.index_base
+                if train_set.fmt == "libsvm"
+                else (None if base == "auto" else int(base))
+            ),
             width_source=f"the training data {train_set.source}",
             index_base_source=(
                 f"the training data {train_set.source} ({train_set.index_base_reason})"
+                if train_set.fmt == "libsvm"
+                else "--libsvm-index-base"
             ),
             fmt=options.test_format,
             fmt_flag="--test-format",
             warn=warn,
+            label_column=train_set.label_column or options.label_column,
+            feature_columns=train_set.feature_columns or options.feature_columns,
+            impute=options.impute,
+            impute_values=train_set.impute_values,
+            h5_x=options.h5_x,
+            h5_y=options.h5_y,
         )
         test_set = load_dataset(test_path, comm, test_opts)
+    check_options_used(train_set, test_set)
     train_set = train_set.with_dtype(config.dtype)
     test_set = test_set.with_dtype(config.dtype) if test_set is not None else None
     loss = get_loss(config.model)
@@ -526,6 +774,21 @@ def resume(
         model.params[:] = ckpt.params
     check_identical_params(model.params, comm, "resumption")
     pos = ckpt.position
+    epochs, saved_epochs = info["config"]["epochs"], ckpt.manifest["config"].get("epochs")
+    if pos.epochs_done > epochs:
+        raise everywhere(
+            ConfigError(
+                f"--epochs {epochs} is below the {pos.epochs_done} epochs the checkpoint "
+                f"{chosen!r} has done: pass --epochs {pos.epochs_done} or more, or use a new "
+                "--checkpoint-dir"
+            )
+        )
+    if saved_epochs != epochs and info["config"]["schedule"] == "cosine":
+        console.warn(
+            f"resuming with --epochs {epochs} instead of the checkpoint's {saved_epochs}: the "
+            "cosine schedule now spans the new total, so the learning rate jumps to where that "
+            "curve is at this step"
+        )
     before = ckpt.manifest.get("n_ranks")
     console.log(
         f"resumed from {chosen}: epoch {pos.epochs_done + 1}, step {pos.step_in_epoch} of the "
@@ -564,6 +827,7 @@ def save(
                     f"{config.l1:g}*||coef||_1 (intercept unpenalised)"
                 ),
                 "read_options": {
+                    "format": data.train.fmt,
                     "csv_label_column": options.csv_label_column,
                     "libsvm_index_base": data.train.index_base,
                 },
@@ -577,14 +841,35 @@ def save(
         )
 
 
-def learning_warnings(last: EpochReport, base: Baselines) -> list[str]:
-    """The end-of-run check against the best constant model (see :mod:`mpi_sgd.model.health`):
-    on the full training loss when ``--eval-train`` measured it, else on the last epoch's
-    running mean; on the test accuracy when there is a test set, else the training accuracy."""
-    train_loss = last.train_eval.get("loss", last.train_loss)
+def check_trained_model(
+    model: LinearModel,
+    rows: EvalData,
+    comm: Communicator,
+    base: Baselines,
+    reports: list[EpochReport],
+) -> list[str]:
+    """The trained model against its baselines (see :mod:`mpi_sgd.model.health`). Collective.
+
+    Its exact mean training loss (the last epoch's full evaluation when ``--eval-train`` made
+    one, else one more pass over the training rows; the epochs' running means are measured
+    before their steps' updates, so they cannot judge the final parameters) above the
+    divergence limit is a :class:`~mpi_sgd.errors.DivergenceError`: a model that diverged in
+    its last epoch is never saved. Returns the warnings of a model no better than the best
+    constant one: on that loss, and on the test accuracy when there is a test set, else the
+    training accuracy.
+    """
+    if not reports:
+        return []
+    last = reports[-1]
+    if "loss" in last.train_eval:
+        loss, accuracy = last.train_eval["loss"], last.train_eval.get("accuracy")
+    else:
+        measured = evaluate(model, rows.X, rows.y, comm)
+        loss, accuracy = measured["loss"], measured.get("accuracy")
+    check_divergence(loss, base.divergence_limit, "the trained model's training loss", last.lr)
     if "accuracy" in last.test:
-        return did_not_learn(base, train_loss, last.test["accuracy"], "test")
-    return did_not_learn(base, train_loss, last.train_eval.get("accuracy"), "training")
+        return did_not_learn(base, loss, last.test["accuracy"], "test")
+    return did_not_learn(base, loss, accuracy, "training")
 
 
 # ------------------------------------------------------------------------------- reporting

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import sys
-import threading
-import time
-import traceback
-from typing import Any, NoReturn
 
 from mpi_sgd import __version__
-from mpi_sgd.comm import Communicator, describe_error
+from mpi_sgd.cli.common import (
+    RankParser,
+    abort,
+    abort_on_uncaught,
+    argument_mismatch,
+    install_excepthooks,
+    report,
+)
+from mpi_sgd.comm import Communicator
 from mpi_sgd.config import DTYPES, EXCHANGES, SYNCS, TrainConfig
 from mpi_sgd.data.batching import SHUFFLES
 from mpi_sgd.data.loader import FORMATS
@@ -42,15 +45,14 @@ from mpi_sgd.errors import (
     EXIT_WATCHDOG,
     ConfigError,
     MpiSgdError,
-    Preempted,
     everywhere,
 )
 from mpi_sgd.model.losses import LOSSES
 from mpi_sgd.pipeline import RunOptions, train
+from mpi_sgd.runtime.launch_guard import EarlyStopSignals, refuse_accidental_singleton
 from mpi_sgd.solvers.optim import OPTIMIZERS, SCHEDULES
 
 PROG = "mpi_sgd.train"
-ABORT_DELAY_SECONDS = 0.3
 
 DESCRIPTION = """\
 Train a linear model with synchronous data-parallel SGD over MPI.
@@ -93,20 +95,12 @@ examples:
       --checkpoint-every 500 --resume --watchdog 600"""
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that prints (usage, errors, --help) on rank 0 only."""
-
-    def __init__(self, *args: Any, quiet: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._quiet = quiet
-
-    def _print_message(self, message: str, file: Any = None) -> None:
-        if not self._quiet:
-            super()._print_message(message, file)
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n" if not self._quiet else None)
+# Shared with the other commands (mpi_sgd.cli.common), under their former names here.
+_Parser = RankParser
+_argument_mismatch = argument_mismatch
+_report = functools.partial(report, prog=PROG)
+_abort = functools.partial(abort, prog=PROG)
+_abort_on_uncaught = abort_on_uncaught
 
 
 def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
@@ -595,72 +589,48 @@ def main(argv: list[str] | None = None, comm: Communicator | None = None) -> int
 
     Collective when ``comm`` spans several ranks.
     """
-    comm = comm or Communicator()
-    raw = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(quiet=not comm.is_root)
-    parse_code: int | None = None
+    # First, on every process and without communicating: a SIGTERM/SIGUSR1 that arrives before
+    # the trainer installs its handlers is held for them instead of killing the rank, and a
+    # launch that started N separate one-rank jobs (srun without --mpi=pmi2, another MPI's
+    # mpiexec) is refused with one message (exit 2) instead of training N times into the same
+    # files. The check looks at MPI_COMM_WORLD, whatever ``comm`` the caller passes.
+    hold = EarlyStopSignals().install()
     try:
-        args = parser.parse_args(raw)
-    except SystemExit as exc:  # --help, --version, or a usage error
-        parse_code = int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    # Before anything can fail on some ranks only: ranks started with different arguments (an
-    # MPMD launch, a wrapper adding flags on some nodes) would otherwise diverge or hang.
-    mismatch = _argument_mismatch(raw, comm)
-    if mismatch:
-        if comm.is_root:
-            sys.stderr.write(f"{PROG}: error: {mismatch}\n")
-            sys.stderr.flush()
-        return EXIT_USAGE
-    if parse_code is not None:  # the same on every rank, and printed once by rank 0
-        return parse_code
-    try:
-        return run(args, comm)
-    except MpiSgdError as exc:
-        if exc.collective:
-            if comm.is_root:  # a bug (exit 1) found on some rank shows its traceback
-                _report(exc, args.debug or exc.exit_code == EXIT_INTERNAL, rank=None)
-            return exc.exit_code
-        return _abort(comm, exc, exc.exit_code, args.debug)
-    except KeyboardInterrupt as exc:
-        return _abort(comm, exc, EXIT_INTERRUPTED, args.debug)
-    except Exception as exc:
-        return _abort(comm, exc, EXIT_INTERNAL, True)
-
-
-def _argument_mismatch(raw: list[str], comm: Communicator) -> str:
-    """A message naming the groups of ranks when they were started with different command-line
-    arguments, else "". Collective."""
-    digests = comm.allgather_str(hashlib.sha256("\0".join(raw).encode()).hexdigest()[:16])
-    if len(set(digests)) == 1:
-        return ""
-    groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
-    return "ranks were started with different arguments: " + " vs ".join(
-        f"rank(s) {g}" for g in groups.values()
-    )
-
-
-def _report(exc: BaseException, with_traceback: bool, rank: int | None) -> None:
-    if isinstance(exc, Preempted):
-        sys.stderr.write(f"{PROG}: {exc}\n")
-        sys.stderr.flush()
-        return
-    where = f" on rank {rank}" if rank is not None else ""
-    if with_traceback:
-        # A PeerFailure carries the failed rank's own traceback (not the agreement's).
-        text = getattr(exc, "__traceback_text__", None) or "".join(traceback.format_exception(exc))
-        sys.stderr.write(text)
-    sys.stderr.write(f"{PROG}: error{where}: {describe_error(exc)}\n")
-    sys.stderr.flush()
-
-
-def _abort(comm: Communicator, exc: BaseException, code: int, with_traceback: bool) -> int:
-    """Report a failure seen on this rank only, then end every rank (no peer left waiting)."""
-    _report(exc, with_traceback, rank=comm.rank if comm.size > 1 else None)
-    if comm.size > 1:
-        sys.stdout.flush()
-        time.sleep(ABORT_DELAY_SECONDS)  # the launcher forwards our message before it kills us
-        comm.abort(code)
-    return code
+        refused = refuse_accidental_singleton(Communicator().size, prog=PROG)
+        if refused is not None:
+            return refused
+        comm = comm or Communicator()
+        raw = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(quiet=not comm.is_root)
+        parse_code: int | None = None
+        try:
+            args = parser.parse_args(raw)
+        except SystemExit as exc:  # --help, --version, or a usage error
+            parse_code = int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        # Before anything can fail on some ranks only: ranks started with different arguments
+        # (an MPMD launch, a wrapper adding flags on some nodes) would otherwise diverge or hang.
+        mismatch = _argument_mismatch(raw, comm)
+        if mismatch:
+            if comm.is_root:
+                sys.stderr.write(f"{PROG}: error: {mismatch}\n")
+                sys.stderr.flush()
+            return EXIT_USAGE
+        if parse_code is not None:  # the same on every rank, and printed once by rank 0
+            return parse_code
+        try:
+            return run(args, comm)
+        except MpiSgdError as exc:
+            if exc.collective:
+                if comm.is_root:  # a bug (exit 1) found on some rank shows its traceback
+                    _report(exc, args.debug or exc.exit_code == EXIT_INTERNAL, rank=None)
+                return exc.exit_code
+            return _abort(comm, exc, exc.exit_code, args.debug)
+        except KeyboardInterrupt as exc:
+            return _abort(comm, exc, EXIT_INTERRUPTED, args.debug)
+        except Exception as exc:
+            return _abort(comm, exc, EXIT_INTERNAL, True)
+    finally:
+        hold.release()
 
 
 def _abort_stalled(comm: Communicator, message: str) -> None:
@@ -671,21 +641,9 @@ def _abort_stalled(comm: Communicator, message: str) -> None:
     comm.abort(EXIT_WATCHDOG)
 
 
-def _abort_on_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:
-    """Last resort: an exception escaping ``main`` (or a thread) still ends every rank."""
-    sys.__excepthook__(exc_type, exc, tb)
-    from mpi4py import MPI
-
-    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
-        MPI.COMM_WORLD.Abort(EXIT_INTERNAL)
-
-
 def console_main() -> None:
     """Entry point of ``python -m mpi_sgd.train`` and the ``mpi-sgd-train`` script."""
-    sys.excepthook = _abort_on_uncaught
-    threading.excepthook = lambda args: _abort_on_uncaught(
-        args.exc_type, args.exc_value or Exception(), args.exc_traceback
-    )
+    install_excepthooks()
     sys.exit(main())
 
 

@@ -90,7 +90,9 @@ def baselines(
     n = max(totals[2], 1.0)
     if loss.is_classifier:
         majority = float(sums.max() / max(sums.sum(), 1.0))
-        name = "the class frequencies" if n_outputs > 1 else "the majority class"
+        # the best constant scores: the class frequencies for the probabilistic losses, the
+        # majority class for hinge
+        name = "the majority class" if loss.name == "hinge" else "the class frequencies"
     else:
         majority, name = math.nan, "the mean target"
     if not fit_intercept:
@@ -109,15 +111,16 @@ def _loss_sum(loss: Loss, y: np.ndarray, constant: np.ndarray) -> float:
     return total
 
 
-def check_divergence(train_loss: float, limit: float, epoch: int, lr: float) -> None:
-    """Raise :class:`DivergenceError` (on every rank) when the epoch's ``train_loss`` exceeds
-    ``limit`` (see :attr:`Baselines.divergence_limit`).
+def check_divergence(train_loss: float, limit: float, what: str, lr: float) -> None:
+    """Raise :class:`DivergenceError` (on every rank) when ``train_loss`` exceeds ``limit``
+    (see :attr:`Baselines.divergence_limit`).
 
-    ``train_loss`` must be the value agreed by all ranks (the epoch report's)."""
+    ``train_loss`` must be a value agreed by all ranks (an epoch report's); ``what`` names it
+    in the message ("the training loss of epoch 3", "the trained model's training loss")."""
     if train_loss > limit:  # (NaN: not measured this epoch, nothing to judge)
         raise everywhere(
             DivergenceError(
-                f"training is diverging: the training loss of epoch {epoch} is {train_loss:.6g}, "
+                f"training is diverging: {what} is {train_loss:.6g}, "
                 f"more than {DIVERGENCE_RATIO:g}x the starting (all-zero) model's "
                 f"{limit / DIVERGENCE_RATIO:.6g} (lr {lr:g}); try a smaller --lr (e.g. "
                 f"{lr / 10:g}), a warm-up (--warmup-epochs), or features standardised to mean 0 "

@@ -57,6 +57,11 @@ class Loss(ABC):
             False skips the loss value (the derivative alone is cheaper) and returns NaN.
         """
 
+    def row_losses(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The loss of each row, shape (m,) (for weighted sums; :meth:`loss_dscores` is the
+        hot path's sum)."""
+        raise NotImplementedError(f"the {self.name} loss has no per-row losses")
+
     def predict_index(self, scores: np.ndarray) -> np.ndarray:
         """Predicted class index (0 or 1 for binary losses) per row, from scores."""
         return (scores > 0).astype(np.int64)
@@ -114,6 +119,9 @@ class LogisticLoss(Loss):
         dscores -= y
         return total
 
+    def row_losses(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.logaddexp(0.0, scores) - y * scores
+
 
 class SoftmaxLoss(Loss):
     """Multinomial cross-entropy on K scores per row, labels in {0, ..., K-1}.
@@ -150,6 +158,11 @@ class SoftmaxLoss(Loss):
         dscores[rows, y] -= 1.0
         return total
 
+    def row_losses(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        shift = scores.max(axis=1)
+        norm = np.exp(scores - shift[:, None]).sum(axis=1)
+        return np.log(norm) + shift - scores[np.arange(scores.shape[0]), y]
+
     def predict_index(self, scores: np.ndarray) -> np.ndarray:
         return np.argmax(scores, axis=1)
 
@@ -178,6 +191,9 @@ class HingeLoss(Loss):
         np.multiply(-y, active, out=dscores)
         return total
 
+    def row_losses(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.maximum(1.0 - y * scores, 0.0)
+
 
 class SquaredLoss(Loss):
     """Least squares, ``(z - y)^2 / 2``, for regression."""
@@ -201,6 +217,9 @@ class SquaredLoss(Loss):
     ) -> float:
         np.subtract(scores, y, out=dscores)
         return 0.5 * float(dscores @ dscores) if with_loss else math.nan
+
+    def row_losses(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return 0.5 * (scores - y) ** 2
 
     def predict_index(self, scores: np.ndarray) -> np.ndarray:
         return scores

@@ -98,7 +98,7 @@ class DistributedObjective:
         X, y = self.data.X, self.data.y
         for start in range(0, X.shape[0], FULL_PASS_CHUNK_ROWS):
             stop = start + FULL_PASS_CHUNK_ROWS
-            buf[P] += model.loss_grad_sum(X[start:stop], y[start:stop], self._chunk_grad)
+            buf[P] += self.batch_sums(X[start:stop], y[start:stop], self._chunk_grad)
             buf[:P] += self._chunk_grad
         buf[P + 1] = X.shape[0]
         self.comm.allreduce_sum_(buf)

@@ -249,11 +249,15 @@ class SGDSolver:
             allreduce_seconds=exchange.allreduce_seconds - comm_before,
             samples=int(pos.epoch_count),
         )
-        check_divergence(report.train_loss, hooks.loss_limit, report.epoch, report.lr)
+        what = f"the training loss of epoch {report.epoch}"
+        check_divergence(report.train_loss, hooks.loss_limit, what, report.lr)
         pos.epochs_done += 1
         pos.step_in_epoch = 0
         pos.epoch_loss_sum = pos.epoch_count = pos.epoch_loss_count = 0.0
         self._evaluate(report)
+        if "loss" in report.train_eval:  # the exact loss at the epoch's end parameters
+            what = f"the full training loss after epoch {report.epoch}"
+            check_divergence(report.train_eval["loss"], hooks.loss_limit, what, report.lr)
         exchange.after_evaluation()
         rss = self.comm.allgather_floats(np.array([peak_rss_mb()]))
         report.peak_rss_mb = [round(float(r[0]), 1) for r in rss]

@@ -432,9 +432,7 @@ def check_compatible(manifest: dict[str, Any], info: dict[str, Any], n_params: i
         if saved_cfg.get(k) != cfg.get(k) and k not in RESUMABLE_CHANGES
     )
     if changed:
-        detail = ", ".join(
-            f"--{k.replace('_', '-')} {saved_cfg.get(k)!r} -> {cfg.get(k)!r}" for k in changed
-        )
+        detail = ", ".join(_flag_change(k, saved_cfg.get(k), cfg.get(k)) for k in changed)
         raise CheckpointError(
             f"checkpoint {manifest.get('arrays')!r} was written with another configuration "
             f"({detail}); resume with the same flags or use a new --checkpoint-dir"
@@ -450,3 +448,10 @@ def check_compatible(manifest: dict[str, Any], info: dict[str, Any], n_params: i
         raise CheckpointError(
             f"checkpoint has {manifest.get('n_params')} parameters, this model {n_params}"
         )
+
+
+def _flag_change(key: str, before: object, now: object) -> str:
+    """``--flag before -> now`` for a configuration field, as the command line spells it."""
+    if key == "fit_intercept":  # the flag is the negation
+        return f"--no-intercept {not before} -> {not now}"
+    return f"--{key.replace('_', '-')} {before!r} -> {now!r}"

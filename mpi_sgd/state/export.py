@@ -490,7 +490,8 @@ class SavedModel:
     coef_ : ndarray, shape (n_outputs, n_features)
     intercept_ : ndarray, shape (n_outputs,)
     classes_ : ndarray, shape (n_classes,)
-        Empty for regression.
+        Empty for regression. Floats, or the labels of ``model.json``'s ``class_labels``
+        (strings, integers, booleans) when an estimator saved them.
     model : str
         ``logistic``, ``softmax``, ``hinge`` or ``squared``.
     metadata : dict
@@ -592,7 +593,8 @@ def check_model_shape(
 ) -> None:
     """Raise ``fail(field, value, why)`` unless the counts fit a ``model``: softmax has one
     output per class (at least two), logistic and hinge one output and two classes, squared one
-    output and no classes."""
+    output and no classes. A hinge model may also have one output per class (one-vs-rest, three
+    classes or more)."""
     if n_features < 1:
         raise fail("n_features", n_features, "must be >= 1")
     n_classes = len(classes)
@@ -601,6 +603,13 @@ def check_model_shape(
             raise fail("classes", classes, "a softmax model has at least 2 classes")
         if n_outputs != n_classes:
             raise fail("n_outputs", n_outputs, f"a softmax model has one per class ({n_classes})")
+    elif model == "hinge" and n_outputs > 1:  # one-vs-rest (the estimators' multiclass hinge)
+        if n_classes < 3 or n_outputs != n_classes:
+            raise fail(
+                "n_outputs",
+                n_outputs,
+                f"a hinge model has 1 (2 classes) or one per class, one-vs-rest ({n_classes})",
+            )
     elif model in ("logistic", "hinge"):
         if n_outputs != 1:
             raise fail("n_outputs", n_outputs, f"a {model} model has 1")
@@ -613,8 +622,9 @@ def check_model_shape(
             raise fail("classes", classes, "a squared (regression) model has no classes")
 
 
-# Fields save_model's caller (mpi_sgd.train) writes, checked when present; any other metadata is
-# kept in SavedModel.metadata as it is and never used.
+# Fields save_model's callers (mpi_sgd.train, the estimators' save) write, checked when present;
+# any other metadata (the estimators' "estimator" record, say) is
+# kept in SavedModel.metadata as it is and never used here.
 _CHECKED_METADATA = (
     "mpi_sgd_version",
     "config",
@@ -626,6 +636,7 @@ _CHECKED_METADATA = (
     "epochs",
     "steps",
     "final",
+    "class_labels",
 )
 
 
@@ -702,4 +713,33 @@ def load_model(directory: str) -> SavedModel:
     classes = check_array(arrays, "classes", npz_path, ndim=1, kinds="fiu").astype(np.float64)
     if classes.tolist() != classes_json:
         raise f.fail("classes", classes_json, f"{npz_path!r} holds classes {classes.tolist()}")
-    return SavedModel(coef.astype(np.float64), intercept.astype(np.float64), classes, model, meta)
+    labels = class_labels(f, classes) if "class_labels" in present else classes
+    return SavedModel(coef.astype(np.float64), intercept.astype(np.float64), labels, model, meta)
+
+
+MAX_LABEL_CHARS = 1024  # a class label longer than this is not one we wrote
+
+
+def class_labels(f: FieldReader, classes: np.ndarray) -> np.ndarray:
+    """The class labels of ``model.json``'s optional ``class_labels`` (written by the
+    estimators when the labels are not floats): strings, integers or booleans, sorted and
+    distinct, one per entry of ``classes``; integer and boolean labels equal ``classes``,
+    string labels go with ``classes`` 0, 1, ..., n_classes - 1."""
+    value = f.get("class_labels")
+    if not isinstance(value, list) or len(value) != classes.size:
+        raise f.fail("class_labels", value, f"expected a list of {classes.size} labels")
+    if all(isinstance(v, str) for v in value):
+        expected = np.arange(classes.size, dtype=np.float64)
+        if any(len(v) > MAX_LABEL_CHARS for v in value):
+            raise f.fail("class_labels", value, f"labels are at most {MAX_LABEL_CHARS} chars")
+    elif all(isinstance(v, bool) for v in value) or all(_is_int(v) for v in value):
+        if any(abs(int(v)) >= 2**53 for v in value):
+            raise f.fail("class_labels", value, "integer labels must be below 2**53")
+        expected = np.array([float(v) for v in value])
+    else:
+        raise f.fail("class_labels", value, "expected all strings, all integers or all bools")
+    if not np.array_equal(expected, classes):
+        raise f.fail("class_labels", value, f"they do not match classes {classes.tolist()}")
+    if any(value[i] >= value[i + 1] for i in range(len(value) - 1)):
+        raise f.fail("class_labels", value, "expected distinct labels in increasing order")
+    return np.array(value)

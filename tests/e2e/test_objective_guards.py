@@ -69,7 +69,7 @@ def test_a_run_that_learned_nothing_warns_once(raw_breast_cancer):
     assert res.returncode == 0, res
     warnings = [line for line in res.stderr.splitlines() if line.startswith(WARNING)]
     assert len(warnings) == 2, res  # printed by rank 0 only
-    assert "worse than predicting the majority class" in warnings[0]
+    assert "worse than predicting the class frequencies" in warnings[0]
     assert "test accuracy" in warnings[1] and "below the majority class's share" in warnings[1]
 
 
@@ -131,3 +131,57 @@ def test_momentum_l1_on_three_uneven_ranks_reaches_scipys_optimum(tmp_path):
     f_ref = objective("logistic", X, y.astype(float), 1, l2, l1, ref)
     assert abs(f_ours - f_ref) <= 1e-10 * f_ref, (f_ours, f_ref)
     np.testing.assert_array_equal(theta[:-1] == 0.0, np.abs(ref[:-1]) < 1e-9)
+
+
+def test_divergence_in_the_last_epoch_is_caught_on_the_trained_model(tmp_path, raw_breast_cancer):
+    """One full-batch step: the epoch's running loss is the starting model's, measured before
+    the update; the trained model's own loss (74.99 > 100 x 0.693) must stop the run."""
+    X, y = load_breast_cancer(return_X_y=True)
+    train, _ = write_split(tmp_path, "std", StandardScaler().fit_transform(X), y)
+    out = tmp_path / "out"
+    args = ["--train", train, "--batch-size", "426", "--lr", "1000", "--epochs", "1"]
+    res = mpirun(2, [*args, "--output", str(out)], timeout=60)
+    assert res.returncode == 4, res
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "the trained model's training loss" in errors[0], res
+    assert not (out / "model.npz").exists()
+
+
+def test_a_model_that_learned_in_one_step_is_not_flagged(tmp_path):
+    """The end-of-run check judges the trained model, not the epoch's running loss (which, for
+    one full-batch step, is the all-zero model's 0.693)."""
+    X, y = load_breast_cancer(return_X_y=True)
+    train, test = write_split(tmp_path, "std", StandardScaler().fit_transform(X), y)
+    args = ["--train", train, "--test", test, "--batch-size", "426", "--lr", "1", "--epochs", "1"]
+    res = mpirun(2, args, timeout=60)
+    assert res.returncode == 0 and WARNING not in res.stderr, res
+
+
+def test_averaging_at_epoch_ends_with_one_step_per_epoch_is_exact_and_not_warned(tmp_path):
+    X, y = load_breast_cancer(return_X_y=True)
+    train, _ = write_split(tmp_path, "std", StandardScaler().fit_transform(X), y)
+    args = ["--train", train, "--batch-size", "426", "--epochs", "2", "--sync", "models"]
+    res = mpirun(2, args, timeout=60)
+    assert res.returncode == 0 and WARNING not in res.stderr, res
+
+
+def test_the_index_base_flag_applies_to_a_libsvm_test_set_of_npy_training_data(tmp_path):
+    """digits' column 0 is always 0, so a zero-based dump never uses index 0: only the flag
+    can say how to read it; ignored, every test column shifted by one (accuracy ~0.47)."""
+    from sklearn.datasets import dump_svmlight_file, load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0)
+    train = tmp_path / "train"
+    train.mkdir()
+    np.save(train / "X.npy", Xtr)
+    np.save(train / "y.npy", ytr.astype(float))
+    test = tmp_path / "test.svm"
+    dump_svmlight_file(Xte, yte, str(test), zero_based=True)
+    args = ["--train", str(train), "--test", str(test), "--model", "softmax", "--lr", "0.5"]
+    res = mpirun(2, [*args, "--epochs", "20", "--libsvm-index-base", "0"], timeout=60)
+    assert res.returncode == 0, res
+    assert "index base 0: --libsvm-index-base" in res.stdout, res
+    accuracy = float(res.stdout.split("test_acc ")[-1].split()[0])
+    assert accuracy > 0.9, res

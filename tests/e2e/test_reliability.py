@@ -456,6 +456,20 @@ def test_resume_rejects_a_checkpoint_of_another_model_or_format(data, tmp_path):
     assert res.returncode == 5 and "version 99" in res.stderr, res
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused_and_flags_are_named(data, tmp_path):
+    ckpt = str(tmp_path / "c")
+    args = ["--train", data, "--checkpoint-dir", ckpt]
+    assert mpirun(2, [*args, "--epochs", "3"]).returncode == 0
+    res = mpirun(2, [*args, "--epochs", "2", "--resume"])
+    assert res.returncode == 2, res
+    (line,) = error_lines(res.stderr)
+    assert "--epochs 2 is below the 3 epochs" in line and "--epochs 3 or more" in line, line
+    res = mpirun(2, [*args, "--epochs", "4", "--resume", "--no-intercept"])
+    assert res.returncode == 5, res
+    (line,) = error_lines(res.stderr)
+    assert "--no-intercept False -> True" in line and "fit-intercept" not in line, line
+
+
 def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(data, tmp_path):
     ckpt = str(tmp_path / "c")
     args = ["--train", data, *TRAIN, "--checkpoint-dir", ckpt, "--output", str(tmp_path / "o")]

@@ -81,10 +81,10 @@ def test_without_intercept_the_constant_model_is_the_zero_model():
 
 
 def test_divergence_rule_stops_above_the_ratio_only():
-    check_divergence(DIVERGENCE_RATIO * 0.69, 100 * 0.7, epoch=3, lr=0.1)  # healthy: no raise
-    check_divergence(math.nan, 1.0, epoch=1, lr=0.1)  # not measured: nothing to judge
-    with pytest.raises(DivergenceError, match=r"epoch 2 .* smaller --lr \(e\.g\. 0\.01\)") as err:
-        check_divergence(1e6, 69.3, epoch=2, lr=0.1)
+    check_divergence(DIVERGENCE_RATIO * 0.69, 100 * 0.7, "epoch 3's loss", lr=0.1)  # healthy
+    check_divergence(math.nan, 1.0, "epoch 1's loss", lr=0.1)  # not measured: nothing to judge
+    with pytest.raises(DivergenceError, match=r"epoch 2's .* smaller --lr \(e\.g\. 0\.01\)") as err:
+        check_divergence(1e6, 69.3, "epoch 2's loss", lr=0.1)
     assert err.value.collective and err.value.exit_code == 4
 
 

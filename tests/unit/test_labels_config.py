@@ -147,6 +147,7 @@ def test_default_config_is_valid() -> None:
         ("beta2", math.nan, "--beta2"),
         ("eps", 0.0, "--eps"),
         ("warmup_epochs", -1.0, "--warmup-epochs"),
+        ("warmup_epochs", 11.0, "--warmup-epochs"),  # longer than the default 10 epochs
         ("lr_gamma", 0.0, "--lr-gamma"),
         ("lr_step_epochs", 0.0, "--lr-step-epochs"),
         ("seed", -1, "--seed"),
