@@ -5,18 +5,28 @@ ranks sum them with one in-place ``Allreduce`` per step, so every rank holds the
 after every step. Run ``mpiexec -n N python -m mpi_sgd.train --help`` for the command line.
 
 The Python API (docs/api.md): the scikit-learn estimators :class:`SGDClassifier` and
-:class:`SGDRegressor` (``fit`` is collective, each rank passing its own rows), and
-:func:`load_model` for a saved model. The estimators are imported on first use, so that the
-command line does not pay for importing scikit-learn.
+:class:`SGDRegressor` (minibatch SGD), :class:`LogisticRegression`, :class:`LinearSVC` and
+:class:`Ridge` (full-batch solvers: scikit-learn's objectives to ``tol``); ``fit`` is
+collective, each rank passing its own rows. :func:`load_model` reads a saved model. The
+estimators are imported on first use, so that the command line does not pay for importing
+scikit-learn.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["SGDClassifier", "SGDRegressor", "__version__", "load_model"]
+__all__ = [
+    "LinearSVC",
+    "LogisticRegression",
+    "Ridge",
+    "SGDClassifier",
+    "SGDRegressor",
+    "__version__",
+    "load_model",
+]
 
-_ESTIMATORS = ("SGDClassifier", "SGDRegressor")
+_ESTIMATORS = ("SGDClassifier", "SGDRegressor", "LogisticRegression", "LinearSVC", "Ridge")
 
 
 def load_model(path):
@@ -28,7 +38,7 @@ def load_model(path):
 
 
 def __getattr__(name: str) -> Any:
-    """``mpi_sgd.SGDClassifier`` and ``mpi_sgd.SGDRegressor``, imported on first use."""
+    """The estimators (``mpi_sgd.SGDClassifier``, ...), imported on first use."""
     if name in _ESTIMATORS:
         from mpi_sgd import estimators
 

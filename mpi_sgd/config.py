@@ -1,4 +1,5 @@
-"""The training configuration: one flat record, validated with errors that name the flag.
+"""The training configuration: one flat record, validated with errors that name the flag
+(each field's rule is its option's, in :mod:`mpi_sgd.options`).
 
 The objective minimised is ::
 
@@ -11,18 +12,42 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass
 
-from mpi_sgd.data.batching import SHUFFLES
-from mpi_sgd.data.partition import PARTITIONS
 from mpi_sgd.errors import ConfigError
-from mpi_sgd.model.losses import LOSSES
-from mpi_sgd.solvers.optim import OPTIMIZERS, SCHEDULES
+from mpi_sgd.model.losses import check_full_batch, get_loss
+from mpi_sgd.options import DTYPES, EXCHANGES, SYNCS, TRAIN_OPTIONS, check_fields
 
-DTYPES = ("auto", "float64", "float32")
-EXCHANGES = ("auto", "dense", "sparse")
-SYNCS = ("gradients", "models", "one-shot")
+__all__ = ["DTYPES", "EXCHANGES", "SYNCS", "TrainConfig"]
+
+# Fields only one kind of solver uses (the others' values must stay at their defaults).
+_FULL_BATCH_ONLY = ("tol", "max_iter", "history_size", "newton_method")
+_SGD_ONLY = (
+    "optimizer",
+    "lr",
+    "schedule",
+    "warmup_epochs",
+    "power_t",
+    "lr_gamma",
+    "lr_step_epochs",
+    "momentum",
+    "beta1",
+    "beta2",
+    "eps",
+    "epochs",
+    "batch_size",
+    "shuffle",
+    "chunk_rows",
+    "exchange",
+    "sync",
+    "average_every",
+)
+
+
+def _flags(fields: list[str]) -> str:
+    """``--a applies`` / ``--a, --b apply``: the subject and verb of a message."""
+    names = ", ".join("--" + f.replace("_", "-") for f in fields)
+    return f"{names} {'applies' if len(fields) == 1 else 'apply'}"
 
 
 @dataclass(frozen=True)
@@ -54,48 +79,28 @@ class TrainConfig:
     exchange: str = "auto"
     sync: str = "gradients"
     average_every: int = 0
+    standardize: bool = False
+    solver: str = "sgd"
+    tol: float = 1e-6
+    max_iter: int = 1000
+    history_size: int = 10
+    newton_method: str = "auto"
 
     def validate(self) -> TrainConfig:
-        """Check every value; raise :class:`ConfigError` naming the flag and the bad value."""
-        choices = {
-            "model": sorted(LOSSES),
-            "optimizer": list(OPTIMIZERS),
-            "schedule": list(SCHEDULES),
-            "shuffle": list(SHUFFLES),
-            "partition": list(PARTITIONS),
-            "dtype": list(DTYPES),
-            "exchange": list(EXCHANGES),
-            "sync": list(SYNCS),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"--{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                )
-        _positive("lr", self.lr)
-        _positive("eps", self.eps)
-        _positive("lr-step-epochs", self.lr_step_epochs)
-        for name in ("l2", "l1", "warmup_epochs", "power_t"):
-            _non_negative(name.replace("_", "-"), getattr(self, name))
-        for name in ("momentum", "beta1", "beta2"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.0 <= value < 1.0):
-                raise ConfigError(f"--{name} must be in [0, 1), got {value}")
-        if not (math.isfinite(self.lr_gamma) and 0.0 < self.lr_gamma <= 1.0):
-            raise ConfigError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        """Check every value by its option's rule (:data:`mpi_sgd.options.TRAIN_OPTIONS`),
+        then the combinations; raise :class:`ConfigError` naming the flag and the bad value."""
+        check_fields(TRAIN_OPTIONS, self, "train")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(
                 f"--warmup-epochs {self.warmup_epochs} is longer than --epochs {self.epochs}: "
                 "the learning rate would never reach --lr"
             )
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.chunk_rows < 0:
-            raise ConfigError(f"--chunk-rows must be >= 0 (0: automatic), got {self.chunk_rows}")
-        if self.average_every < 0:
-            raise ConfigError(f"--average-every must be >= 0, got {self.average_every}")
+        self._check_solver_options()
+        if self.standardize and self.exchange == "sparse":
+            raise ConfigError(
+                "--exchange sparse updates the raw coefficients of the rows' features and "
+                "cannot train the standardized ones of --standardize; use --exchange dense"
+            )
         if self.average_every and self.sync != "models":
             raise ConfigError("--average-every applies to --sync models only")
         if self.sync != "gradients":
@@ -115,9 +120,40 @@ class TrainConfig:
                     "its optimum and is not sparse; use --sync gradients (the default) for L1 "
                     "and elastic net"
                 )
-        if self.seed < 0:  # numpy's default_rng rejects negative seeds deep in the data code
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         return self
+
+    def _check_solver_options(self) -> None:
+        """Refuse options that the chosen ``--solver`` would not use: a value that differs from
+        its default and would be ignored means the user expects something that will not
+        happen."""
+        defaults = TrainConfig()
+        if self.solver == "sgd":
+            unused = [f for f in _FULL_BATCH_ONLY if getattr(self, f) != getattr(defaults, f)]
+            if unused:
+                raise ConfigError(
+                    f"{_flags(unused)} to the full-batch solvers only; add --solver lbfgs "
+                    "or --solver newton (or drop them: --solver sgd runs --epochs of minibatch "
+                    "steps)"
+                )
+            return
+        unused = [f for f in _SGD_ONLY if getattr(self, f) != getattr(defaults, f)]
+        if unused:
+            raise ConfigError(
+                f"{_flags(unused)} to --solver sgd only; --solver {self.solver} is "
+                "full-batch: it runs until --tol or --max-iter, without learning rates, batches, "
+                "epochs or model averaging"
+            )
+        if self.solver != "lbfgs" and self.history_size != defaults.history_size:
+            raise ConfigError(f"--history-size applies to --solver lbfgs, not {self.solver}")
+        if self.solver != "newton" and self.newton_method != defaults.newton_method:
+            raise ConfigError(f"--newton-method applies to --solver newton, not {self.solver}")
+        if self.solver == "newton" and self.l1:
+            raise ConfigError(
+                f"--solver newton cannot minimise the L1 term (--l1 {self.l1:g}): it is not "
+                "twice differentiable; use --solver lbfgs, which becomes OWL-QN with --l1 and "
+                "gives exact zeros"
+            )
+        check_full_batch(get_loss(self.model), f"--solver {self.solver}")
 
     def objective_warnings(self, n_ranks: int, steps_per_epoch: int = 0) -> list[str]:
         """Why this run may end away from the documented objective's minimiser although every
@@ -156,13 +192,3 @@ class TrainConfig:
         """A short hash of the configuration, compared across ranks at start-up."""
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _positive(flag: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"--{flag} must be a finite number > 0, got {value}")
-
-
-def _non_negative(flag: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"--{flag} must be a finite number >= 0, got {value}")

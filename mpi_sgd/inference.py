@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,12 +31,10 @@ from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator
 from mpi_sgd.data.formats import compression
 from mpi_sgd.data.labels import plain_number
-from mpi_sgd.data.loader import FORMATS, TEXT_SUFFIXES, Dataset, ReadOptions, load_dataset
-from mpi_sgd.data.partition import PARTITIONS
+from mpi_sgd.data.loader import TEXT_SUFFIXES, Dataset, ReadOptions, load_dataset
 from mpi_sgd.errors import CheckpointError, ConfigError, MpiSgdError, everywhere
 from mpi_sgd.model.scoring import (
     OUTPUTS,
-    UNKNOWN_LABELS,
     MetricSums,
     has_numeric_classes,
     has_proba,
@@ -44,15 +42,12 @@ from mpi_sgd.model.scoring import (
     output_shape,
     outputs,
 )
+from mpi_sgd.options import PREDICT_OPTIONS, check_fields, read_options
 from mpi_sgd.reporting.metrics import json_safe
 from mpi_sgd.runtime.threads import limit_blas_threads
 from mpi_sgd.state.export import FieldReader, SavedModel, atomic_write_bytes, load_model
 from mpi_sgd.state.predictions import Layout, PredictionFile, csv_layout, format_of, npy_layout
 
-INDEX_BASES = ("model", "auto", "0", "1")
-"""Values of ``--libsvm-index-base`` for prediction: ``model`` takes the training data's."""
-IMPUTE_CHOICES = ("none", "zero")
-"""``--impute`` for prediction (the training means of ``mean`` are not saved with a model)."""
 CHUNK_ROWS = 65_536
 
 
@@ -166,20 +161,12 @@ def check_request(request: PredictRequest, comm: Communicator) -> None:
     problems = []
     if not request.output and not request.metrics:
         problems.append("nothing to do: give --output FILE and/or --metrics")
-    choices = (
-        ("what", OUTPUTS),
-        ("unknown_labels", UNKNOWN_LABELS),
-        ("format", FORMATS),
-        ("partition", PARTITIONS),
-        ("libsvm_index_base", INDEX_BASES),
-        ("impute", IMPUTE_CHOICES),
-    )
-    for name, allowed in choices:
-        value = getattr(request, name)
-        if value not in allowed:
-            problems.append(f"--{name.replace('_', '-')} must be one of {allowed}, got {value!r}")
-    if request.blas_threads < 1:
-        problems.append(f"--blas-threads must be >= 1, got {request.blas_threads}")
+    if request.what not in OUTPUTS:
+        problems.append(f"what must be one of {OUTPUTS}, got {request.what!r}")
+    try:
+        check_fields(PREDICT_OPTIONS, request, "predict")
+    except ConfigError as exc:
+        problems.append(str(exc))
     if request.chunk_rows < 1:
         problems.append(f"chunk_rows must be >= 1, got {request.chunk_rows}")
     if request.output:
@@ -310,21 +297,12 @@ def read_options_for(
                 f"the training data of the model {request.model!r} "
                 f"({'one' if trained else 'zero'}-based)"
             )
-    return ReadOptions(
-        partition=request.partition,
-        seed=request.seed,
+    opts = read_options(request, request.partition, request.seed, warn, saved.n_features_in_, base)
+    return replace(
+        opts,
         csv_label_column=csv_label_column,
-        n_features=saved.n_features_in_,
-        index_base=base,
         width_source=f"the model {request.model!r}",
         index_base_source=base_source,
-        fmt=request.format,
-        warn=warn,
-        label_column=request.label_column,
-        feature_columns=request.feature_columns,
-        impute=request.impute,
-        h5_x=request.h5_x,
-        h5_y=request.h5_y,
     )
 
 

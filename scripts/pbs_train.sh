@@ -5,6 +5,7 @@
 # Run settings are the variables in the "run settings" block; each can also be set at
 # submission without editing this file, e.g.
 #   qsub -v TRAIN=data/W1/train,TEST=data/W1/test,EPOCHS=20 scripts/pbs_train.sh
+#   qsub -v CONFIG=runs/mpi_sgd-76/run.toml scripts/pbs_train.sh   # an earlier run's options
 #
 #PBS -N mpi_sgd
 #PBS -l select=2:ncpus=4:mpiprocs=4
@@ -47,11 +48,17 @@ set -euo pipefail
 cd "${PBS_O_WORKDIR:-.}"
 
 # ---- run settings ---------------------------------------------------------------------------
-TRAIN=${TRAIN:-synthetic:binary}   # your data, e.g. data/W1/train (see docs/data.md)
+CONFIG=${CONFIG:-}                 # a --config TOML file (docs/usage.md, "Config files"), e.g.
+                                   # a run's OUTPUT/run.toml; then TRAIN, TEST, MODEL, EPOCHS and
+                                   # BATCH_SIZE come from it, unless set here (they override it)
+or_default() {  # $1, unless CONFIG is set: then the config file decides
+    if [ -z "$CONFIG" ]; then printf '%s' "$1"; fi
+}
+TRAIN=${TRAIN:-$(or_default synthetic:binary)}  # your data, e.g. data/W1/train (docs/data.md)
 TEST=${TEST:-}                     # empty: none (a synthetic TRAIN evaluates its own test split)
-MODEL=${MODEL:-logistic}           # logistic | softmax | hinge | squared
-EPOCHS=${EPOCHS:-10}
-BATCH_SIZE=${BATCH_SIZE:-256}      # global batch: rows per step summed over all ranks
+MODEL=${MODEL:-$(or_default logistic)}          # logistic | softmax | hinge | squared
+EPOCHS=${EPOCHS:-$(or_default 10)}
+BATCH_SIZE=${BATCH_SIZE:-$(or_default 256)}     # global batch: rows per step over all ranks
 job_number=${PBS_JOBID:-local}
 OUTPUT=${OUTPUT:-runs/mpi_sgd-${job_number%%.*}}  # a resubmitted run keeps its first job's
 TRAIN_ARGS=${TRAIN_ARGS:-}         # more mpi_sgd.train flags, e.g. "--optimizer adam --lr 0.01"
@@ -94,11 +101,19 @@ export NUMEXPR_NUM_THREADS=$THREADS
 mkdir -p "$OUTPUT"
 METRICS="$OUTPUT/metrics.jsonl"
 
-args=(
-    --train "$TRAIN"
-    --model "$MODEL"
-    --epochs "$EPOCHS"
-    --batch-size "$BATCH_SIZE"
+# With CONFIG, the file holds the run's options and these flags override it: the settings
+# above only when set, and always what this script manages (output, metrics, threads, and the
+# checkpoint flags below).
+args=()
+if [ -n "$CONFIG" ]; then
+    args+=(--config "$CONFIG")
+fi
+for setting in "--train=$TRAIN" "--model=$MODEL" "--epochs=$EPOCHS" "--batch-size=$BATCH_SIZE"; do
+    if [ -n "${setting#*=}" ]; then
+        args+=("${setting%%=*}" "${setting#*=}")
+    fi
+done
+args+=(
     --output "$OUTPUT"
     --metrics "$METRICS"
     --blas-threads "$THREADS"
@@ -206,7 +221,7 @@ settings="OUTPUT=$OUTPUT,CHECKPOINT_DIR=$CHECKPOINT_DIR,TRAIN=$TRAIN,TEST=$TEST,
 settings="$settings,EPOCHS=$EPOCHS,BATCH_SIZE=$BATCH_SIZE,WALLTIME_SECONDS=$WALLTIME_SECONDS"
 settings="$settings,STOP_MARGIN=$STOP_MARGIN,CHECKPOINT_EVERY=$CHECKPOINT_EVERY,SELF=$SELF"
 settings="$settings,VENV=$VENV,PYTHON=$PYTHON,THREADS=$THREADS,MPIEXEC=$MPIEXEC"
-settings="$settings,TRAIN_ARGS=$TRAIN_ARGS"
+settings="$settings,TRAIN_ARGS=$TRAIN_ARGS,CONFIG=$CONFIG"
 echo "mpi_sgd: checkpoint written; stopped by $why: submitting $SELF again to continue"
 if ! qsub -v "$settings" "$SELF"; then
     echo "mpi_sgd: qsub failed; the checkpoint in $CHECKPOINT_DIR stays valid (submit again)"

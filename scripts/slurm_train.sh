@@ -5,6 +5,7 @@
 # them). Run settings are the variables in the "run settings" block; each can also be set at
 # submission without editing this file, e.g.
 #   TRAIN=data/W1/train TEST=data/W1/test EPOCHS=20 sbatch scripts/slurm_train.sh
+#   CONFIG=runs/mpi_sgd-4242/run.toml sbatch scripts/slurm_train.sh  # an earlier run's options
 # (sbatch passes the submitting environment to the job by default).
 #
 # Stopping and continuing (docs/usage.md, "Running under Slurm / PBS"):
@@ -51,11 +52,17 @@ set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-.}"
 
 # ---- run settings ---------------------------------------------------------------------------
-TRAIN=${TRAIN:-synthetic:binary}   # your data, e.g. data/W1/train (see docs/data.md)
+CONFIG=${CONFIG:-}                 # a --config TOML file (docs/usage.md, "Config files"), e.g.
+                                   # a run's OUTPUT/run.toml; then TRAIN, TEST, MODEL, EPOCHS and
+                                   # BATCH_SIZE come from it, unless set here (they override it)
+or_default() {  # $1, unless CONFIG is set: then the config file decides
+    if [ -z "$CONFIG" ]; then printf '%s' "$1"; fi
+}
+TRAIN=${TRAIN:-$(or_default synthetic:binary)}  # your data, e.g. data/W1/train (docs/data.md)
 TEST=${TEST:-}                     # empty: none (a synthetic TRAIN evaluates its own test split)
-MODEL=${MODEL:-logistic}           # logistic | softmax | hinge | squared
-EPOCHS=${EPOCHS:-10}
-BATCH_SIZE=${BATCH_SIZE:-256}      # global batch: rows per step summed over all ranks
+MODEL=${MODEL:-$(or_default logistic)}          # logistic | softmax | hinge | squared
+EPOCHS=${EPOCHS:-$(or_default 10)}
+BATCH_SIZE=${BATCH_SIZE:-$(or_default 256)}     # global batch: rows per step over all ranks
 OUTPUT=${OUTPUT:-runs/mpi_sgd-${SLURM_JOB_ID:-local}}
 TRAIN_ARGS=${TRAIN_ARGS:-}         # more mpi_sgd.train flags, e.g. "--optimizer adam --lr 0.01"
 CHECKPOINT_DIR=${CHECKPOINT_DIR:-$OUTPUT/checkpoints}  # on a file system every node sees
@@ -102,11 +109,19 @@ unset SRUN_CPUS_PER_TASK
 mkdir -p "$OUTPUT"
 METRICS="$OUTPUT/metrics.jsonl"
 
-args=(
-    --train "$TRAIN"
-    --model "$MODEL"
-    --epochs "$EPOCHS"
-    --batch-size "$BATCH_SIZE"
+# With CONFIG, the file holds the run's options and these flags override it: the settings
+# above only when set, and always what this script manages (output, metrics, threads, and the
+# checkpoint flags below).
+args=()
+if [ -n "$CONFIG" ]; then
+    args+=(--config "$CONFIG")
+fi
+for setting in "--train=$TRAIN" "--model=$MODEL" "--epochs=$EPOCHS" "--batch-size=$BATCH_SIZE"; do
+    if [ -n "${setting#*=}" ]; then
+        args+=("${setting%%=*}" "${setting#*=}")
+    fi
+done
+args+=(
     --output "$OUTPUT"
     --metrics "$METRICS"
     --blas-threads "$THREADS"

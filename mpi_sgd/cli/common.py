@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from mpi_sgd.comm import Communicator, describe_error
+from mpi_sgd.config_file import read_config
 from mpi_sgd.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    ConfigError,
     MpiSgdError,
     Preempted,
+    everywhere,
 )
+from mpi_sgd.options import Option
 
 ABORT_DELAY_SECONDS = 0.3
 
@@ -55,13 +60,17 @@ class RankParser(argparse.ArgumentParser):
 def argument_mismatch(raw: list[str], comm: Communicator) -> str:
     """A message naming the groups of ranks when they were started with different command-line
     arguments, else "". Collective."""
-    digests = comm.allgather_str(hashlib.sha256("\0".join(raw).encode()).hexdigest()[:16])
+    groups = _differing(comm, "\0".join(raw))
+    return "ranks were started with different arguments: " + groups if groups else ""
+
+
+def _differing(comm: Communicator, text: str) -> str:
+    """``rank(s) [0] vs rank(s) [1, 2]`` when the ranks' ``text`` differ, else "". Collective."""
+    digests = comm.allgather_str(hashlib.sha256(text.encode()).hexdigest()[:16])
     if len(set(digests)) == 1:
         return ""
     groups = {d: [r for r, e in enumerate(digests) if e == d] for d in digests}
-    return "ranks were started with different arguments: " + " vs ".join(
-        f"rank(s) {g}" for g in groups.values()
-    )
+    return " vs ".join(f"rank(s) {g}" for g in groups.values())
 
 
 def report(exc: BaseException, with_traceback: bool, rank: int | None, prog: str) -> None:
@@ -112,13 +121,16 @@ def run_command(
     comm: Communicator,
     build_parser: Callable[[bool], argparse.ArgumentParser],
     body: Callable[[argparse.Namespace, Communicator], int],
+    config_table: Iterable[Option] | None = None,
 ) -> int:
     """Parse ``argv`` (printing on rank 0 only), check that every rank got the same arguments,
     run ``body(args, comm)`` and turn any failure into one message and one exit code, the same
     on every rank. Collective.
 
     ``build_parser(quiet)`` makes the parser; ``args.debug`` (if the parser has it) asks for
-    tracebacks of user errors too.
+    tracebacks of user errors too. With ``config_table``, the command takes ``--config FILE``:
+    the options the file sets replace the defaults, and the command line's flags override
+    them (:func:`resolve_config_file`).
     """
     parser = build_parser(not comm.is_root)
     parse_code: int | None = None
@@ -137,10 +149,57 @@ def run_command(
         return EXIT_USAGE
     if parse_code is not None:  # the same on every rank, and printed once by rank 0
         return parse_code
+    debug = bool(getattr(args, "debug", False))
     try:
+        if config_table is not None:
+            args = resolve_config_file(parser, argv, args, config_table, comm)
+            debug = bool(getattr(args, "debug", False))
         return body(args, comm)
     except (Exception, KeyboardInterrupt) as exc:
-        return exit_code_of(comm, exc, bool(getattr(args, "debug", False)), prog)
+        return exit_code_of(comm, exc, debug, prog)
+
+
+def resolve_config_file(
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    args: argparse.Namespace,
+    table: Iterable[Option],
+    comm: Communicator,
+) -> argparse.Namespace:
+    """The options of ``argv`` over those of its ``--config`` file over the defaults, agreed by
+    every rank. Collective.
+
+    Every rank reads the file. A file that fails on every rank alike is one
+    :class:`ConfigError` raised on every rank; one that fails on some ranks only is a
+    :class:`~mpi_sgd.errors.PeerFailure` naming the lowest; ranks whose resolved options
+    differ (a file that is not the same on every node) are a :class:`ConfigError` naming
+    the groups of ranks, on every rank.
+    """
+    path = getattr(args, "config", None)
+    if path is None:
+        return args
+    error: ConfigError | None = None
+    values: dict[str, object] = {}
+    try:
+        values = read_config(path, table)
+    except ConfigError as exc:
+        error = exc
+    notes = comm.allgather_str(str(error) if error is not None else "")
+    if len(set(notes)) == 1 and notes[0]:
+        raise everywhere(ConfigError(notes[0]))
+    comm.check_all(error)  # raises on every rank if some ranks failed
+    # Attributes already in the namespace are not reset to their defaults, so the flags
+    # given override the file's values, which override the defaults.
+    resolved = parser.parse_args(argv, namespace=argparse.Namespace(**values))
+    groups = _differing(comm, json.dumps(vars(resolved), sort_keys=True, default=str))
+    if groups:
+        raise everywhere(
+            ConfigError(
+                f"the ranks read different options from --config {path}: {groups}; is it the "
+                "same file on every node?"
+            )
+        )
+    return resolved
 
 
 def abort_on_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:

@@ -12,19 +12,13 @@ import json
 import sys
 
 from mpi_sgd import __version__
-from mpi_sgd.cli.common import RankParser, install_excepthooks, run_command
+from mpi_sgd.cli.common import install_excepthooks, run_command
+from mpi_sgd.cli.parser import parser_from_table
 from mpi_sgd.comm import Communicator
 from mpi_sgd.data.labels import plain_number
-from mpi_sgd.data.loader import FORMATS
-from mpi_sgd.data.partition import PARTITIONS
-from mpi_sgd.inference import (
-    IMPUTE_CHOICES,
-    INDEX_BASES,
-    PredictRequest,
-    PredictResult,
-    predict_files,
-)
-from mpi_sgd.model.scoring import UNKNOWN_LABELS, label_list
+from mpi_sgd.inference import PredictRequest, PredictResult, predict_files
+from mpi_sgd.model.scoring import label_list
+from mpi_sgd.options import PREDICT_OPTIONS, fields_for
 from mpi_sgd.reporting.metrics import json_safe
 from mpi_sgd.runtime.launch_guard import refuse_accidental_singleton
 
@@ -49,7 +43,7 @@ output (--output FILE, by its suffix):
         or softmax decision values; numpy.load(FILE) reads it
   .csv  a header line (label | decision | decision_<class>... | proba_<class>...), then
         one line per row in fixed-width columns (values right-aligned)
-exit codes: 0 ok; 1 internal error; 2 bad flag (--proba for a hinge or squared model);
+exit codes: 0 ok; 1 internal error; 2 bad flag (--proba for a hinge, squared_hinge or squared model);
             3 bad data (wrong feature count, unreadable, a label the model does not
             know with --metrics); 5 model directory unreadable or output not writable.
 examples:
@@ -59,160 +53,19 @@ examples:
 
 
 def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
-    """The argument parser of ``mpi_sgd.predict`` (silent when ``quiet``, as on ranks > 0)."""
-    p = RankParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        quiet=quiet,
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument(
-        "--model",
-        required=True,
-        metavar="DIR",
-        help="the model directory (model.json and model.npz, as mpi_sgd.train --output writes)",
-    )
-    p.add_argument(
-        "--data",
-        required=True,
-        metavar="PATH",
-        help="the rows to score, in any format mpi_sgd.train reads (see its --help)",
-    )
-
-    g = p.add_argument_group("what to write")
-    g.add_argument(
-        "--output",
-        metavar="FILE",
-        help="write the predictions there, in the data's row order: FILE.npy or FILE.csv "
-        "(written collectively by every rank, renamed into place when complete)",
-    )
-    what = g.add_mutually_exclusive_group()
-    what.add_argument(
-        "--proba",
-        action="store_const",
-        dest="what",
-        const="proba",
-        default="labels",
-        help="write class probabilities, one column per class in the model's class order "
-        "(logistic and softmax models only)",
-    )
-    what.add_argument(
-        "--decision",
-        action="store_const",
-        dest="what",
-        const="decision",
-        help="write decision values (scores): one per row, or one per class for softmax",
-    )
-    g.add_argument(
-        "--metrics",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="FILE",
-        help="compute the exact metrics over every rank's rows and print them; with FILE, "
-        "also write them there as JSON (- prints the JSON on stdout instead)",
-    )
-    g.add_argument(
-        "--unknown-labels",
-        choices=UNKNOWN_LABELS,
-        default="error",
-        help="with --metrics, a label the model does not know: error (exit 3, naming it), or "
-        "count (such rows count as misclassified and get their own row in the confusion "
-        "matrix, but stay out of the loss, which then covers loss_rows rows) "
-        "(default: %(default)s)",
-    )
-
-    g = p.add_argument_group("reading the data (as in training)")
-    g.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="auto",
-        help="format of --data, as mpi_sgd.train's --format (default: %(default)s)",
-    )
-    g.add_argument(
-        "--partition",
-        choices=PARTITIONS,
-        default="contiguous",
-        help="how rows are divided among ranks (the output does not depend on it); a single "
-        "LIBSVM or CSV file is read contiguously (default: %(default)s)",
-    )
-    g.add_argument(
-        "--seed", type=int, default=0, help="seed of --partition random (default: %(default)s)"
-    )
-    g.add_argument(
-        "--csv-label-column",
-        type=int,
-        default=None,
-        metavar="K",
-        help="column of the label in CSV files (default: the model's training data's)",
-    )
-    g.add_argument(
-        "--libsvm-index-base",
-        choices=INDEX_BASES,
-        default="model",
-        help="first feature index of LIBSVM files; model: the base the model's LIBSVM "
-        "training data was read with (detected as in training when it was not LIBSVM); auto: "
-        "detect (default: %(default)s)",
-    )
-    g.add_argument(
-        "--label-column",
-        metavar="NAME",
-        help="Parquet: the label column (default: whichever of label, y, target the data has)",
-    )
-    g.add_argument(
-        "--feature-columns",
-        metavar="LIST",
-        help="Parquet: the feature columns, in the model's order (comma-separated names or "
-        "shell patterns) (default: every numeric column but the label)",
-    )
-    g.add_argument(
-        "--impute",
-        choices=IMPUTE_CHOICES,
-        default="none",
-        help="Parquet: null feature values are refused (none) or read as 0 (zero) "
-        "(default: %(default)s)",
-    )
-    g.add_argument("--h5-x", metavar="PATH", help="HDF5: the features (default: X)")
-    g.add_argument("--h5-y", metavar="PATH", help="HDF5: the labels (default: y)")
-
-    g = p.add_argument_group("running")
-    g.add_argument(
-        "--blas-threads",
-        type=int,
-        default=1,
-        metavar="T",
-        help="BLAS/OpenMP threads per rank; keep ranks x threads <= cores (default: %(default)s)",
-    )
-    g.add_argument("--quiet", action="store_true", help="print nothing but errors and warnings")
-    g.add_argument(
-        "--debug", action="store_true", help="print Python tracebacks for user errors too"
-    )
-    return p
+    """The argument parser of ``mpi_sgd.predict`` (silent when ``quiet``, as on ranks > 0),
+    generated from :data:`mpi_sgd.options.PREDICT_OPTIONS`."""
+    return parser_from_table(PROG, DESCRIPTION, EPILOG, PREDICT_OPTIONS, quiet)
 
 
 def request_from_args(args: argparse.Namespace) -> PredictRequest:
-    """The :class:`PredictRequest` of parsed arguments."""
+    """The :class:`PredictRequest` of parsed arguments: every option of the table that feeds
+    it, and ``--metrics [FILE]`` as ``metrics`` and ``metrics_file``."""
+    values = vars(args)
     return PredictRequest(
-        model=args.model,
-        data=args.data,
-        output=args.output,
-        what=args.what,
-        metrics=args.metrics is not None,
-        metrics_file=args.metrics or None,
-        unknown_labels=args.unknown_labels,
-        format=args.format,
-        partition=args.partition,
-        seed=args.seed,
-        csv_label_column=args.csv_label_column,
-        libsvm_index_base=args.libsvm_index_base,
-        label_column=args.label_column,
-        feature_columns=args.feature_columns,
-        impute=args.impute,
-        h5_x=args.h5_x,
-        h5_y=args.h5_y,
-        blas_threads=args.blas_threads,
+        **fields_for(PREDICT_OPTIONS, values, "predict"),
+        metrics=values["metrics"] is not None,
+        metrics_file=values["metrics"] or None,
     )
 
 

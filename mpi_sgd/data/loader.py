@@ -325,6 +325,8 @@ _FORMAT_FLAGS = {
     "--impute": ("parquet", "impute"),
     "--h5-x": ("hdf5", "h5_x"),
     "--h5-y": ("hdf5", "h5_y"),
+    "--csv-label-column": ("csv", "csv_label_column"),
+    "--libsvm-index-base": ("libsvm", "index_base"),
 }
 
 
@@ -333,6 +335,10 @@ def _unused_flags(kind: str, opts: ReadOptions) -> tuple[str, ...]:
     unused = []
     for flag, (fmt, attr) in _FORMAT_FLAGS.items():
         value = getattr(opts, attr)
+        if attr == "csv_label_column":
+            value = value or None  # column 0 is the default, not a choice
+        elif attr == "index_base" and not opts.index_base_source.startswith("--"):
+            value = None  # the training data's base, passed on to its test set
         if fmt != kind and any_value(value) and value != "none":
             unused.append(flag)
     return tuple(unused)
@@ -358,7 +364,8 @@ def check_options_used(*datasets: Dataset | None) -> None:
         )
         raise everywhere(
             ConfigError(
-                f"{', '.join(unused)} apply to {' and '.join(formats_of)} data, but {what}{hint}"
+                f"{', '.join(unused)} {'applies' if len(unused) == 1 else 'apply'} to "
+                f"{' and '.join(formats_of)} data, but {what}{hint}"
             )
         )
 

@@ -3,8 +3,6 @@ collective fit on :func:`mpi_sgd.pipeline.fit_rows`, saving and loading."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import numbers
 import os
 import warnings
@@ -14,18 +12,17 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, clone, is_regressor
+from sklearn.base import clone, is_regressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from mpi_sgd import __version__, errors
 from mpi_sgd.comm import Communicator
 from mpi_sgd.config import SYNCS, TrainConfig
 from mpi_sgd.data.batching import SHUFFLES
-from mpi_sgd.estimators._agree import agreed, check_same_params, communicator
+from mpi_sgd.estimators._collective import CollectiveEstimator
 from mpi_sgd.estimators._stopping import Stopping, auto_step, validation_mask
 from mpi_sgd.pipeline import TrainResult, fit_rows
 from mpi_sgd.solvers.optim import OPTIMIZERS
@@ -35,7 +32,6 @@ from mpi_sgd.state.export import LOSS_OF_MODEL, SavedModel, load_model, save_mod
 # scikit-learn's losses that mpi_sgd does not have, and what to use instead.
 OTHER_LOSSES = {
     "modified_huber": "no modified Huber loss; use loss='log_loss' for probabilities",
-    "squared_hinge": "no squared hinge loss; use loss='hinge'",
     "perceptron": "no perceptron loss; use loss='hinge'",
     "huber": "no Huber loss; use loss='squared_error'",
     "epsilon_insensitive": "no epsilon-insensitive loss; use loss='squared_error'",
@@ -52,7 +48,7 @@ def _scaled(X: Any, scale: float) -> Any:
     return X / scale
 
 
-class BaseSGD(BaseEstimator):
+class BaseSGD(CollectiveEstimator):
     """The parameters shared by :class:`SGDClassifier` and :class:`SGDRegressor`, their
     mapping onto :class:`~mpi_sgd.config.TrainConfig`, and the collective fit."""
 
@@ -60,7 +56,6 @@ class BaseSGD(BaseEstimator):
     _fit_config_: dict[str, Any]  # the TrainConfig trained with (features divided by the scale)
     _feature_scale: float
     _states: list[State] | None  # per problem: where partial_fit continues from
-    feature_names_in_: np.ndarray
 
     _parameter_constraints: dict[str, Any] = {  # noqa: RUF012 - scikit-learn's convention
         "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
@@ -88,25 +83,6 @@ class BaseSGD(BaseEstimator):
         "checkpoint_dir": [str, None],
         "comm": "no_validation",
     }
-
-    # -------------------------------------------------------------- the scikit-learn protocol
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
-
-    def __sklearn_clone__(self) -> BaseSGD:
-        """A clone sharing the communicator: a communicator is a handle, never copied."""
-        params = self.get_params(deep=False)
-        comm = params.pop("comm")
-        return type(self)(comm=comm, **{k: clone(v, safe=False) for k, v in params.items()})
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The pickled state, without the communicator (``comm`` is None after unpickling:
-        ``MPI.COMM_WORLD`` of the process that fits next)."""
-        state = dict(super().__getstate__())
-        state["comm"] = None
-        return state
 
     # ------------------------------------------------------------------------- the mapping
     def _penalties(self) -> tuple[float, float]:
@@ -221,63 +197,6 @@ class BaseSGD(BaseEstimator):
         ).validate()
 
     # ----------------------------------------------------------------------- the collective fit
-    def _begin(self, partial: bool, first: bool, classes: Any) -> Communicator:
-        """The communicator, once the ranks agree on the parameters and they are valid.
-        Collective: the first exchange of every fit, so ranks with different parameters fail
-        here together rather than in different collectives."""
-        comm = communicator(self.comm)
-        params = self.get_params(deep=False)
-        params.pop("comm")
-        check_same_params(params, comm)
-        agreed(comm, self._check_settings, partial, first, classes)
-        return comm
-
-    def _prepare(self, comm: Communicator, X: Any, y: Any, reset: bool) -> tuple[Any, np.ndarray]:
-        """This rank's rows, checked as scikit-learn checks them (a rank may have none when
-        there are several); the ranks' widths and feature names agreed. Collective."""
-        classifier = not is_regressor(self)
-
-        def local() -> tuple[Any, np.ndarray]:
-            Xv, yv = validate_data(
-                self,
-                X,
-                y,
-                accept_sparse="csr",
-                dtype=[np.float64, np.float32],
-                order="C",
-                reset=reset,
-                ensure_min_samples=1 if comm.size == 1 else 0,
-                y_numeric=not classifier,
-            )
-            if classifier and yv.shape[0]:
-                check_classification_targets(yv)
-            return Xv, yv
-
-        Xv, yv = agreed(comm, local)
-        if comm.size == 1:
-            return Xv, yv
-        widths = comm.allgather_int(int(Xv.shape[1]))
-        if len(set(widths.tolist())) > 1:
-            raise ValueError(f"the ranks' X have different numbers of features: {widths.tolist()}")
-        rows = comm.allgather_int(int(Xv.shape[0]))
-        if int(rows.sum()) < 1:
-            raise ValueError(
-                f"Found array with 0 sample(s) (shape={Xv.shape}) on every rank while a minimum "
-                "of 1 is required."
-            )
-        names = getattr(self, "feature_names_in_", None)
-        text = json.dumps(None if names is None else [str(n) for n in names])
-        seen = {t for t, n in zip(comm.allgather_str(text), rows, strict=True) if n > 0}
-        if len(seen) > 1:
-            raise ValueError("the ranks' X have different feature names (or only some have any)")
-        if reset:  # every rank the same, also those without rows
-            agreed_names = json.loads(seen.pop())
-            if agreed_names is None and hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-            elif agreed_names is not None:
-                self.feature_names_in_ = np.asarray(agreed_names, dtype=object)
-        return Xv, yv
-
     def _initial(
         self, first: bool, coef_init: Any, intercept_init: Any, n_out: int, n_features: int
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -419,16 +338,6 @@ class BaseSGD(BaseEstimator):
                 raise
             text = str(exc).replace("--lr", "eta0").replace("a warm-up (--warmup-epochs), ", "")
             raise errors.everywhere(errors.DivergenceError(text)) from exc
-
-    def _blas_limit(self, comm: Communicator) -> Any:
-        """BLAS threads during fit: ``blas_threads``, or 1 per rank when there are several
-        (as the command line), untouched on one process."""
-        n = self.blas_threads if self.blas_threads is not None else (1 if comm.size > 1 else None)
-        if n is None:
-            return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=int(n))
 
     def _set_fitted(
         self,

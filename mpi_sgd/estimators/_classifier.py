@@ -16,8 +16,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from mpi_sgd.comm import Communicator
 from mpi_sgd.estimators._agree import agreed, class_index, same_classes, union_classes
 from mpi_sgd.estimators._base import OTHER_LOSSES, BaseSGD
+from mpi_sgd.estimators._collective import row_class_weights, saved_classes
 from mpi_sgd.estimators._metrics import check_weights
 from mpi_sgd.state.export import SavedModel
+
+_MARGIN_LOSSES = ("hinge", "squared_hinge")  # labels from the sign; multiclass one-vs-rest
 
 
 def _same(index: np.ndarray) -> np.ndarray:
@@ -43,13 +46,14 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
     is ``sum_i w_i loss(x_i, y_i) / sum_i w_i + alpha R(coef)`` with
     ``R = (1 - l1_ratio)/2 ||coef||^2 + l1_ratio ||coef||_1`` (``penalty`` chooses; the
     intercept is not penalised). Two classes are one output; multiclass ``log_loss`` is one
-    multinomial (softmax) model, multiclass ``hinge`` one-vs-rest. docs/api.md maps every
-    parameter and lists where the meaning differs from scikit-learn's.
+    multinomial (softmax) model, multiclass ``hinge`` and ``squared_hinge`` one-vs-rest.
+    docs/api.md maps every parameter and lists where the meaning differs from scikit-learn's.
 
     Parameters
     ----------
-    loss : {'hinge', 'log_loss'}, default='hinge'
-        scikit-learn's other losses raise ValueError.
+    loss : {'hinge', 'log_loss', 'squared_hinge'}, default='hinge'
+        ``squared_hinge`` is ``max(0, 1 - y z)^2`` (LIBLINEAR's L2-loss SVM). scikit-learn's
+        other losses raise ValueError.
     penalty : {'l2', 'l1', 'elasticnet'} or None, default='l2'
     alpha : float >= 0, default=1e-4
     l1_ratio : float in [0, 1], default=0.15
@@ -122,7 +126,9 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
 
     _parameter_constraints = {  # noqa: RUF012 - scikit-learn's convention
         **BaseSGD._parameter_constraints,
-        "loss": [StrOptions({"hinge", "log_loss", "squared_error", *OTHER_LOSSES})],
+        "loss": [
+            StrOptions({"hinge", "log_loss", "squared_hinge", "squared_error", *OTHER_LOSSES})
+        ],
         "class_weight": [StrOptions({"balanced"}), dict, None],
     }
 
@@ -239,11 +245,14 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
             agreed(comm, self._same_as_before, classes)
         index = agreed(comm, class_index, y, self.classes_)
         sample_weight = agreed(comm, check_weights, sample_weight, y.shape[0])
-        weights = self._class_weights(comm, index, sample_weight)
+        weights = row_class_weights(comm, self.class_weight, self.classes_, index, sample_weight)
         K = self.classes_.size
-        model = "hinge" if self.loss == "hinge" else ("logistic" if K == 2 else "softmax")
+        if self.loss in _MARGIN_LOSSES:
+            model = self.loss  # the model's name is scikit-learn's name of the loss
+        else:
+            model = "logistic" if K == 2 else "softmax"
         n_out = K if model == "softmax" else 1
-        if model == "hinge" and K > 2:  # one-vs-rest
+        if model in _MARGIN_LOSSES and K > 2:  # one-vs-rest
             targets = [_one_vs_rest(k) for k in range(K)]
         else:
             targets = [_same]
@@ -288,30 +297,6 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
                 f"partial_fit, was: {self.classes_.tolist()!r}"
             )
 
-    def _class_weights(
-        self, comm: Communicator, index: np.ndarray, weights: np.ndarray | None
-    ) -> np.ndarray | None:
-        """The rows' weights times their class's (``class_weight``). Collective."""
-        if self.class_weight is None:
-            return weights
-        K = self.classes_.size
-        if self.class_weight == "balanced":
-            counts = np.bincount(index.astype(np.int64), minlength=K).astype(np.float64)
-            comm.allreduce_sum_(counts)
-            per_class = counts.sum() / (K * np.maximum(counts, 1.0))
-        else:
-            per_class = np.ones(K)
-            labels = self.classes_.tolist()
-            for label, value in self.class_weight.items():
-                if label not in labels:
-                    raise ValueError(
-                        f"class_weight has the label {label!r}, which is not one of the "
-                        f"classes {labels}"
-                    )
-                per_class[labels.index(label)] = float(value)
-        row = per_class[index.astype(np.int64)]
-        return row if weights is None else weights * row
-
     # ------------------------------------------------------------------------- predicting
     def decision_function(self, X: Any) -> np.ndarray:
         """Scores: shape (n_samples,) for two classes, else (n_samples, n_classes). Local."""
@@ -351,19 +336,10 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
     def _saved_kind(self) -> str:
         if self.loss == "log_loss":
             return "logistic" if self.classes_.size == 2 else "softmax"
-        return "hinge"
+        return self.loss  # 'hinge' or 'squared_hinge', by the model's name
 
     def _saved_classes(self) -> tuple[np.ndarray, list[Any] | None]:
-        """model.npz's ``classes`` (floats) and, for labels that are not floats, model.json's
-        ``class_labels``: integers and booleans as themselves, other labels as strings (with
-        ``classes`` then 0, 1, ...)."""
-        c = self.classes_
-        if c.dtype.kind == "f":
-            return c.astype(np.float64), None
-        values = c.tolist()
-        if c.dtype.kind in "biu" and all(abs(int(v)) < 2**53 for v in values):
-            return c.astype(np.float64), values
-        return np.arange(c.size, dtype=np.float64), [str(v) for v in values]
+        return saved_classes(self.classes_)
 
     @classmethod
     def from_saved(cls, saved: SavedModel) -> SGDClassifier:
@@ -371,7 +347,7 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
             raise ValueError("this is a regression model (squared loss): use SGDRegressor")
         est = cls()
         est._restore(saved)
-        est.loss = "log_loss" if saved.model in ("logistic", "softmax") else "hinge"
+        est.loss = "log_loss" if saved.model in ("logistic", "softmax") else saved.model
         est.classes_ = np.asarray(saved.classes_)
         est.coef_ = saved.coef_.copy()
         est.intercept_ = saved.intercept_.copy()

@@ -24,9 +24,15 @@ _BLOCK = 65_536
 _POWER_ROWS = 16_384  # rows (of all ranks) that estimate the curvature
 _POWER_ITERATIONS = 30
 # Curvature of one row's loss per unit of squared norm: logistic 1/4, softmax 1/2 (bounded by
-# 1/4 per pair, scikit-learn's SAG uses 1/4 for both), squared 1; hinge is given 1, so that a
-# step moves a row's margin by at most the margin's own scale.
-_CURVATURE = {"logistic": 0.25, "softmax": 0.25, "squared": 1.0, "hinge": 1.0}
+# 1/4 per pair, scikit-learn's SAG uses 1/4 for both), squared 1, squared_hinge 2; hinge is
+# given 1, so that a step moves a row's margin by at most the margin's own scale.
+_CURVATURE = {
+    "logistic": 0.25,
+    "softmax": 0.25,
+    "squared": 1.0,
+    "hinge": 1.0,
+    "squared_hinge": 2.0,
+}
 
 
 def auto_step(

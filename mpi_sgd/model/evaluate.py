@@ -45,12 +45,12 @@ def evaluate(
         ``loss`` (mean loss), ``objective`` (loss + penalty) and ``n``; classification adds
         ``accuracy``; regression adds ``rmse`` and ``r2``.
     """
-    # [loss_sum, count, correct | sse, sum_y]
+    # [loss_sum, count, correct | sse, sum_y]; one read of each chunk: the scores, then the
+    # metrics and the loss from them
     sums = np.zeros(4)
-    grad_sink = np.empty(model.n_params)
     for start in range(0, X.shape[0], EVAL_CHUNK_ROWS):
         Xc, yc = X[start : start + EVAL_CHUNK_ROWS], y[start : start + EVAL_CHUNK_ROWS]
-        scores = model.scores(Xc)
+        scores = np.asarray(model.scores(Xc), dtype=np.float64)
         if model.loss.is_classifier:
             sums[2] += float(
                 np.count_nonzero(model.loss.predict_index(scores) == _classes_of(yc, model))
@@ -59,7 +59,7 @@ def evaluate(
             resid = scores - yc
             sums[2] += float(resid @ resid)
             sums[3] += float(yc.sum())
-        sums[0] += model.loss_grad_sum(Xc, yc, grad_sink)
+        sums[0] += model.loss.loss_dscores(scores, yc, scores)  # the derivative is not used
         sums[1] += Xc.shape[0]
     comm.allreduce_sum_(sums)
     n = sums[1]
@@ -79,7 +79,6 @@ def evaluate(
 
 
 def _classes_of(y_encoded: np.ndarray, model: LinearModel) -> np.ndarray:
-    """Class indices from encoded labels (hinge encodes -1/+1, logistic 0/1, softmax indices)."""
-    if model.loss.name == "hinge":
-        return (y_encoded > 0).astype(np.int64)
-    return y_encoded.astype(np.int64)
+    """Class indices from encoded labels (the margin losses encode -1/+1, logistic 0/1,
+    softmax indices)."""
+    return model.loss.class_index(y_encoded)

@@ -4,11 +4,11 @@ Two trivial models anchor every run, both computed exactly over all ranks' train
 before the first step (one pass over the labels, no features read):
 
 * the **zero model** (all parameters 0, where training starts): mean loss ``log 2`` (logistic),
-  ``log K`` (softmax), ``1`` (hinge), ``mean(y^2)/2`` (squared);
-* the **best constant model** (intercept only, no features): the majority class / the class
-  frequencies for the classifiers, the mean target for least squares. Its mean loss bounds the
-  optimum's: the constant model has no penalty, so at the minimiser of the documented objective
-  the mean loss is never above it.
+  ``log K`` (softmax), ``1`` (hinge, squared_hinge), ``mean(y^2)/2`` (squared);
+* the **best constant model** (intercept only, no features): the majority class (hinge) / the
+  class frequencies (logistic, softmax; squared_hinge's ``p1 - p0``) for the classifiers, the
+  mean target for least squares. Its mean loss bounds the optimum's: the constant model has no
+  penalty, so at the minimiser of the documented objective the mean loss is never above it.
 
 The rules (docs/algorithm.md, "Divergence and the end-of-run check"):
 

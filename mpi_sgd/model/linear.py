@@ -7,6 +7,11 @@ views into ``params``, so one buffer Allreduce moves every gradient and one Bcas
 Parameters, gradients sums and optimiser state are float64. A float32 batch is computed in
 float32 (half the memory traffic: the parameters are cast once per step into a small buffer) and
 its gradient sum is written back as float64.
+
+With a :class:`~mpi_sgd.model.standardize.Scaler` (``--standardize``), ``params`` are the
+parameters on the standardized features and the model scores raw rows with the folded
+parameters ``T params`` (:mod:`mpi_sgd.model.standardize`), recomputed from ``params`` at each
+call (O(n_params)); gradients are mapped back with ``Tᵀ``. No row of ``X`` is ever copied.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpi_sgd.model.losses import Loss
+from mpi_sgd.model.standardize import Scaler, fold, to_original_scale, unfold
 
 
 class LinearModel:
@@ -28,9 +34,20 @@ class LinearModel:
         1 for binary and regression losses, K for softmax.
     fit_intercept : bool
         If False the intercept stays 0 (its gradient is zeroed).
+    scaler : Scaler, optional
+        Train on standardized features, folded into the parameters (see the module
+        docstring); ``params``, ``coef`` and ``intercept`` are then those of the standardized
+        features and :meth:`original_scale` gives the raw-feature ones.
     """
 
-    def __init__(self, loss: Loss, n_features: int, n_outputs: int, fit_intercept: bool = True):
+    def __init__(
+        self,
+        loss: Loss,
+        n_features: int,
+        n_outputs: int,
+        fit_intercept: bool = True,
+        scaler: Scaler | None = None,
+    ):
         self.loss = loss
         self.n_features = int(n_features)
         self.n_outputs = int(n_outputs)
@@ -38,6 +55,17 @@ class LinearModel:
         self.params = np.zeros(self.n_params, dtype=np.float64)  # updated in place, never rebound
         self._coef = self.params[: self.n_penalised].reshape(self.n_outputs, self.n_features)
         self._intercept = self.params[self.n_penalised :]
+        if scaler is not None and scaler.scale.shape != (self.n_features,):
+            raise ValueError(
+                f"the scaler has {scaler.scale.shape[0]} features, the model {self.n_features}"
+            )
+        self.scaler = scaler
+        self._offset = np.zeros(0) if scaler is None else scaler.offset
+        # the parameters that score raw rows: params itself, or T params (refreshed per call)
+        self.raw_params = self.params if scaler is None else np.zeros(self.n_params)
+        self._rcoef = self.raw_params[: self.n_penalised].reshape(self.n_outputs, self.n_features)
+        self._rintercept = self.raw_params[self.n_penalised :]
+        self._unfold_tmp = np.empty(self.n_features)
         self._scores_ws = np.empty((0,) if self.n_outputs == 1 else (0, self.n_outputs))
         self._coef32 = np.empty((0, 0), dtype=np.float32)
         self._grad_key: np.ndarray | None = None
@@ -64,13 +92,47 @@ class LinearModel:
         """View of shape (n_outputs,) into ``params``."""
         return self._intercept
 
+    def refresh_raw(self) -> np.ndarray:
+        """``raw_params`` made current (``T params``; ``params`` itself without a scaler), the
+        parameters that score raw rows. O(n_params), no allocation."""
+        if self.scaler is not None:
+            fold(self.params, self.raw_params, self._offset, self.scaler.scale)
+        return self.raw_params
+
+    def raw_direction(self, v: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``T v`` into ``out`` (``v`` copied without a scaler): a direction in ``params`` as
+        one in the raw-feature parameters. No allocation."""
+        if self.scaler is None:
+            np.copyto(out, v)
+        else:
+            fold(v, out, self._offset, self.scaler.scale)
+        return out
+
+    def to_params_gradient(self, g: np.ndarray) -> np.ndarray:
+        """``g <- Tᵀ g`` in place (nothing without a scaler): a gradient in the raw-feature
+        parameters as one in ``params``. No allocation."""
+        if self.scaler is not None:
+            unfold(g, self._offset, self.scaler.scale, self._unfold_tmp)
+        return g
+
+    def original_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coef, intercept)`` on the raw features (new arrays): what a saved model needs
+        to predict on raw data. Without a scaler, copies of :attr:`coef` and
+        :attr:`intercept`."""
+        if self.scaler is None:
+            return self.coef.copy(), self.intercept.copy()
+        return to_original_scale(self.coef, self.intercept, self._offset, self.scaler.scale)
+
     def scores(self, X: np.ndarray | sp.csr_matrix, out: np.ndarray | None = None) -> np.ndarray:
         """Decision values: shape (m,) for one output, (m, n_outputs) otherwise.
 
         ``out``, when given, is a buffer of that shape and of ``X``'s dtype to write into (dense
-        ``X`` only); a float32 ``X`` is then multiplied by a float32 copy of ``coef``.
+        ``X`` only); a float32 ``X`` is then multiplied by a float32 copy of ``coef``. ``X`` is
+        raw (unstandardized) rows also with a scaler.
         """
-        coef = self.coef
+        self.refresh_raw()
+        coef: np.ndarray = self._rcoef
+        intercept = self._rintercept
         if out is not None and not sp.issparse(X):
             if out.dtype == np.float32:
                 if self._coef32.shape != coef.shape:
@@ -79,14 +141,14 @@ class LinearModel:
                 coef = self._coef32
             if self.n_outputs == 1:
                 np.matmul(X, coef[0], out=out)
-                out += self.intercept[0]
+                out += intercept[0]
             else:
                 np.matmul(X, coef.T, out=out)
-                out += self.intercept
+                out += intercept
             return out
         if self.n_outputs == 1:
-            return np.asarray(X @ coef[0]).reshape(-1) + self.intercept[0]
-        return np.asarray(X @ coef.T) + self.intercept
+            return np.asarray(X @ coef[0]).reshape(-1) + intercept[0]
+        return np.asarray(X @ coef.T) + intercept
 
     def _scores_buffer(self, m: int, dtype: np.dtype) -> np.ndarray:
         if self._scores_ws.shape[0] < m or self._scores_ws.dtype != dtype:
@@ -142,16 +204,20 @@ class LinearModel:
         if m == 0:
             grad_out[:] = 0.0
             return 0.0
+        # with a scaler the raw intercept's gradient is needed for Tᵀ even without an intercept
+        raw_intercept = self.fit_intercept or self.scaler is not None
         if k == 1 and isinstance(X, np.ndarray) and X.dtype == np.float64:
             # The common case, without the general path's dispatch (a few us per step).
+            self.refresh_raw()
             if self._scores_ws.shape[0] < m or self._scores_ws.dtype != np.float64:
                 self._scores_ws = np.empty(m)
             s = self._scores_ws[:m]
-            np.matmul(X, self._coef[0], out=s)
-            s += self._intercept.item(0)
+            np.matmul(X, self._rcoef[0], out=s)
+            s += self._rintercept.item(0)
             total = self.loss.loss_dscores(s, y, s, with_loss)
             np.matmul(s, X, out=gcoef[0])
-            gint[0] = s.sum() if self.fit_intercept else 0.0
+            gint[0] = s.sum() if raw_intercept else 0.0
+            self.finish_gradient(grad_out)
             return total
         sparse = sp.issparse(X)
         dtype = np.dtype(np.float32 if X.dtype == np.float32 else np.float64)
@@ -166,7 +232,7 @@ class LinearModel:
                 gcoef[0] = g32[0]
             else:
                 np.matmul(s, X, out=gcoef[0])
-            gint[0] = s.sum(dtype=np.float64) if self.fit_intercept else 0.0
+            gint[0] = s.sum(dtype=np.float64) if raw_intercept else 0.0
         else:
             if sparse:
                 gcoef[:] = (X.T @ s).T
@@ -175,8 +241,18 @@ class LinearModel:
                 gcoef[:] = g32
             else:
                 np.matmul(s.T, X, out=gcoef)
-            if self.fit_intercept:
+            if raw_intercept:
                 gint[:] = s.sum(axis=0, dtype=np.float64)
             else:
                 gint[:] = 0.0
+        self.finish_gradient(grad_out)
         return total
+
+    def finish_gradient(self, grad_out: np.ndarray) -> None:
+        """With a scaler: the raw-parameter gradient sum ``grad_out`` (its intercept entries
+        computed also without an intercept) to the standardized one (``Tᵀ``), and a fixed
+        intercept's entries zeroed. Nothing without a scaler."""
+        if self.scaler is not None:
+            self.to_params_gradient(grad_out)
+            if not self.fit_intercept:
+                grad_out[self.n_penalised :] = 0.0

@@ -19,7 +19,8 @@ is left out of the loss, which the metrics say (``n_unknown_labels``, ``loss_row
 
 The loss is the model's own, from the loss registry (:mod:`mpi_sgd.model.losses`), except for
 a one-vs-rest hinge model (one output per class, as the estimators fit multiclass hinge): its
-loss is the multiclass hinge of ``sklearn.metrics.hinge_loss``.
+loss is the multiclass hinge of ``sklearn.metrics.hinge_loss``; a one-vs-rest squared_hinge
+model's is its square, ``max(0, 1 - (z_y - max_{j != y} z_j))^2``.
 """
 
 from __future__ import annotations
@@ -73,16 +74,18 @@ def predicted_index(scores: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=1)
 
 
-def multiclass_hinge_sum(scores: np.ndarray, index: np.ndarray) -> float:
+def multiclass_hinge_sum(scores: np.ndarray, index: np.ndarray, squared: bool = False) -> float:
     """Sum over rows of ``max(0, 1 - (z_y - max_{j != y} z_j))``, the multiclass hinge of
     ``sklearn.metrics.hinge_loss`` (Crammer and Singer's margin), for the decision values
-    ``scores`` (m, K) of a one-vs-rest model and true class indices ``index`` (m,)."""
+    ``scores`` (m, K) of a one-vs-rest model and true class indices ``index`` (m,); with
+    ``squared``, the sum of its squares (a one-vs-rest squared_hinge model's loss)."""
     rows = np.arange(index.size)
     picked = scores[rows, index]
     others = scores.copy()
     others[rows, index] = -np.inf
     margin = picked - others.max(axis=1)
-    return float(np.maximum(0.0, 1.0 - margin).sum())
+    slack = np.maximum(0.0, 1.0 - margin)
+    return float(slack @ slack) if squared else float(slack.sum())
 
 
 def outputs(model: SavedModel, X: np.ndarray | sp.csr_matrix, what: str) -> np.ndarray:
@@ -206,7 +209,8 @@ class MetricSums:
             index, pred, scores = index[known], pred[known], scores[known]
         if index.size:
             if self._ovr:
-                self._floats[0] += multiclass_hinge_sum(scores, index)
+                squared = self.loss.name == "squared_hinge"
+                self._floats[0] += multiclass_hinge_sum(scores, index, squared)
             else:
                 y_enc = self.loss.encode(index)
                 self._floats[0] += self.loss.loss_dscores(scores, y_enc, np.empty_like(scores))

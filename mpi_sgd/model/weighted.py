@@ -60,10 +60,15 @@ class WeightedObjective(DistributedObjective):
     """:class:`DistributedObjective` whose minibatch gradient sums are weighted per row.
 
     ``data.y`` is a :func:`weighted_labels` array; :meth:`batch_sums` returns the weighted
-    loss sum and writes the weighted gradient sum (the full-batch
-    :meth:`~DistributedObjective.loss_gradient` is made of it). Each step allocates its score
-    and gradient arrays: the zero-allocation hot path is the unweighted one.
+    loss sum and writes the weighted gradient sum. Each step allocates its score and gradient
+    arrays: the zero-allocation hot path is the unweighted one. The full passes
+    (:meth:`~DistributedObjective.loss_gradient`, the Hessian products) weight each row's
+    loss, derivative and curvature by ``w_i`` in the same one-pass kernel.
     """
+
+    def _labels_weights(self) -> tuple[np.ndarray, np.ndarray | None]:
+        y = self.data.y
+        return y["y"], y["w"]
 
     def batch_sums(
         self,
@@ -87,8 +92,9 @@ class WeightedObjective(DistributedObjective):
             gcoef[0] = np.asarray(X.T @ scores).reshape(-1)
         else:
             gcoef[:] = np.asarray(X.T @ scores).T
-        if model.fit_intercept:
+        if model.fit_intercept or model.scaler is not None:  # Tᵀ needs the raw intercept's
             grad_out[k * d :] = scores.sum(axis=0)
         else:
             grad_out[k * d :] = 0.0
+        model.finish_gradient(grad_out)
         return total

@@ -70,67 +70,43 @@ class MetricsWriter:
             self._file = None
 
 
+if TYPE_CHECKING:
+    from mpi_sgd.reporting.progress import Progress
+
+
 class Console:
-    """Rank-0 printing: log lines to stdout, a progress line to stderr when it is a terminal.
+    """Rank-0 printing: log lines to stdout, warnings to stderr, and a progress display that is
+    cleared before either (:class:`~mpi_sgd.reporting.progress.Progress`, set as ``display``
+    once the run knows its steps).
 
     Parameters
     ----------
     enabled : bool
         False on ranks other than 0 (prints nothing).
-    progress : {'auto', 'bar', 'none'}
-        ``auto`` shows the progress line only when stderr is a terminal.
     quiet : bool
         Suppress the per-epoch lines too.
     """
 
-    def __init__(self, enabled: bool, progress: str = "auto", quiet: bool = False) -> None:
+    def __init__(self, enabled: bool, quiet: bool = False) -> None:
         self.enabled = enabled
         self.quiet = quiet
-        tty = sys.stderr.isatty() and os.environ.get("TERM", "") != "dumb"
-        self.show_progress = enabled and (progress == "bar" or (progress == "auto" and tty))
-        self._last = 0.0
-        self._drawn = False
+        self.display: Progress | None = None
 
     def log(self, message: str) -> None:
         """Print one line (rank 0, unless quiet)."""
         if self.enabled and not self.quiet:
-            self.clear_progress()
+            self._clear()
             print(message, flush=True)
 
     def warn(self, message: str) -> None:
         """Print a warning to stderr (rank 0, even when quiet)."""
         if self.enabled:
-            self.clear_progress()
+            self._clear()
             print(f"mpi_sgd.train: warning: {message}", file=sys.stderr, flush=True)
 
-    def progress(
-        self, epoch: int, epochs: int, step: int, steps: int, loss: float, t0: float
-    ) -> None:
-        """Redraw the progress line at most 5 times a second."""
-        if not self.show_progress:
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.2 and step < steps:
-            return
-        self._last = now
-        frac = step / max(steps, 1)
-        width = 24
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        elapsed = now - t0
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        sys.stderr.write(
-            f"\repoch {epoch}/{epochs} [{bar}] {frac:4.0%} step {step}/{steps} "
-            f"loss {loss:.4f} eta {eta:5.1f}s "
-        )
-        sys.stderr.flush()
-        self._drawn = True
-
-    def clear_progress(self) -> None:
-        """Erase the progress line before printing a log line."""
-        if self._drawn:
-            sys.stderr.write("\r" + " " * 79 + "\r")
-            sys.stderr.flush()
-            self._drawn = False
+    def _clear(self) -> None:
+        if self.display is not None:
+            self.display.clear()
 
 
 def epoch_line(report: EpochReport, epochs: int, classifier: bool) -> str:

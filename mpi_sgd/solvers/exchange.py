@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mpi_sgd.config import TrainConfig
     from mpi_sgd.state.checkpoint import TrainingPosition
 
-Batch = np.ndarray | sp.csr_matrix
+Batch: TypeAlias = "np.ndarray | sp.csr_matrix"
 
 
 class Exchange(ABC):

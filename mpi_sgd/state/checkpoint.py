@@ -174,7 +174,7 @@ def save_checkpoint(
     text = json.dumps(manifest, indent=1) + "\n"
     try:  # what load_checkpoint would refuse is a bug here: never write it
         n_params = _check_manifest(json.loads(text), json_path, step)[2]
-        _check_arrays(arrays, n_params, npz_path)
+        _check_arrays(arrays, n_params, npz_path, _is_full_batch(info))
     except CorruptCheckpoint as exc:
         raise ValueError(f"refusing to write a checkpoint that would not load: {exc}") from exc
     try:
@@ -254,12 +254,17 @@ def load_checkpoint(json_path: str) -> Checkpoint:
         )
     position, arrays_name, n_params = _check_manifest(manifest, json_path, int(name.group(1)))
     npz_path = os.path.join(os.path.dirname(json_path), arrays_name)
-    max_bytes = 8 * n_params + NPY_HEADER_BYTES
+    # L-BFGS keeps its history as (history_size, n_params) arrays; every other state array
+    # is at most one value per parameter
+    config = manifest.get("config")
+    history = config.get("history_size", 1) if isinstance(config, dict) else 1
+    rows = history if isinstance(history, int) and 1 <= history <= 10_000 else 1
+    max_bytes = 8 * n_params * rows + NPY_HEADER_BYTES
     payload = read_regular_file(npz_path, MAX_NPZ_MEMBERS * (max_bytes + 1024), CorruptCheckpoint)
     if hashlib.sha256(payload).hexdigest() != manifest["sha256"]:
         raise CorruptCheckpoint(f"checkpoint {npz_path!r} is corrupt: its SHA-256 does not match")
     arrays = load_npz(payload, npz_path, max_bytes, CorruptCheckpoint)
-    params, opt = _check_arrays(arrays, n_params, npz_path)
+    params, opt = _check_arrays(arrays, n_params, npz_path, _is_full_batch(manifest))
     return Checkpoint(json_path, params, opt, position, manifest)
 
 
@@ -343,7 +348,7 @@ def _check_manifest(
 def _check_arrays_name(f: FieldReader, step: int, sha: str) -> str:
     """The manifest's ``arrays``: a plain file name of the checkpoint of ``step``, hash ``sha``."""
     name = f.string("arrays")
-    seps = {"/", "\\", os.sep, os.altsep} - {None}
+    seps = {sep for sep in ("/", "\\", os.sep, os.altsep) if sep}
     if (
         not name
         or "\0" in name
@@ -368,13 +373,24 @@ def _check_arrays_name(f: FieldReader, step: int, sha: str) -> str:
     return name
 
 
+def _is_full_batch(manifest: dict[str, Any]) -> bool:
+    """Whether the checkpoint is of a full-batch solver's run (its state has other shapes)."""
+    config = manifest.get("config")
+    return isinstance(config, dict) and config.get("solver", "sgd") != "sgd"
+
+
 def _check_arrays(
-    arrays: dict[str, np.ndarray], n_params: int, npz_path: str
+    arrays: dict[str, np.ndarray], n_params: int, npz_path: str, full_batch: bool = False
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``params`` and the optimiser state from a checkpoint's arrays, checked.
 
-    ``params`` and every ``opt.<name>`` are finite float64 of shape (n_params,); ``opt.t`` (the
-    optimiser's step count) is an integer >= 0. Raises :class:`CorruptCheckpoint`.
+    ``params`` is finite float64 of shape (n_params,); ``opt.t`` (the optimiser's step count,
+    or the full-batch solver's iterations) is an integer >= 0; every other ``opt.<name>`` is a
+    finite float64 array of shape (n_params,) (the SGD optimisers' state), or, in a full-batch
+    solver's state (``full_batch``), any finite float64 or integer array of at most two
+    dimensions, whose shapes and ranges the solver's ``load_state_dict`` checks against its
+    ``state_spec``.
+    Raises :class:`CorruptCheckpoint`.
     """
     for key in arrays:
         if key != "params" and not (key.startswith("opt.") and _STATE_NAME.fullmatch(key[4:])):
@@ -390,7 +406,17 @@ def _check_arrays(
     opt = {"t": steps}
     for key in arrays:
         if key.startswith("opt.") and key != "opt.t":
-            opt[key[4:]] = check_array(arrays, key, shape=(n_params,), **kw)
+            value = arrays[key]
+            if not full_batch:
+                opt[key[4:]] = check_array(arrays, key, shape=(n_params,), **kw)
+            elif value.dtype.kind == "f":
+                opt[key[4:]] = check_array(arrays, key, **kw)
+            else:
+                opt[key[4:]] = check_array(arrays, key, kinds="iu", **kw)
+            if opt[key[4:]].ndim > 2:
+                raise CorruptCheckpoint(
+                    f"{npz_path!r}: array {key!r} has shape {value.shape}: at most 2-D expected"
+                )
     return params, opt
 
 

@@ -44,8 +44,10 @@ LOSS_OF_MODEL = {
     "logistic": "log_loss",
     "softmax": "multinomial_log_loss",
     "hinge": "hinge",
+    "squared_hinge": "squared_hinge",
     "squared": "squared_error",
 }
+_MARGIN_MODELS = ("hinge", "squared_hinge")  # SVMs: labels from the sign, one-vs-rest allowed
 MAX_JSON_BYTES = 16 * 2**20  # a model.json or manifest larger than this is not one we wrote
 NPY_HEADER_BYTES = 4096  # room for one .npy header in an archive member
 # Errors np.load raises on a damaged or crafted archive (beyond OSError and ValueError).
@@ -493,7 +495,7 @@ class SavedModel:
         Empty for regression. Floats, or the labels of ``model.json``'s ``class_labels``
         (strings, integers, booleans) when an estimator saved them.
     model : str
-        ``logistic``, ``softmax``, ``hinge`` or ``squared``.
+        ``logistic``, ``softmax``, ``hinge``, ``squared_hinge`` or ``squared``.
     metadata : dict
         The rest of ``model.json`` (training configuration, history summary).
     """
@@ -592,9 +594,9 @@ def check_model_shape(
     model: str, n_features: int, n_outputs: int, classes: list[float], fail: Any
 ) -> None:
     """Raise ``fail(field, value, why)`` unless the counts fit a ``model``: softmax has one
-    output per class (at least two), logistic and hinge one output and two classes, squared one
-    output and no classes. A hinge model may also have one output per class (one-vs-rest, three
-    classes or more)."""
+    output per class (at least two), logistic, hinge and squared_hinge one output and two
+    classes, squared one output and no classes. A hinge or squared_hinge model may also have one
+    output per class (one-vs-rest, three classes or more)."""
     if n_features < 1:
         raise fail("n_features", n_features, "must be >= 1")
     n_classes = len(classes)
@@ -603,14 +605,14 @@ def check_model_shape(
             raise fail("classes", classes, "a softmax model has at least 2 classes")
         if n_outputs != n_classes:
             raise fail("n_outputs", n_outputs, f"a softmax model has one per class ({n_classes})")
-    elif model == "hinge" and n_outputs > 1:  # one-vs-rest (the estimators' multiclass hinge)
+    elif model in _MARGIN_MODELS and n_outputs > 1:  # one-vs-rest (the estimators' multiclass)
         if n_classes < 3 or n_outputs != n_classes:
             raise fail(
                 "n_outputs",
                 n_outputs,
-                f"a hinge model has 1 (2 classes) or one per class, one-vs-rest ({n_classes})",
+                f"a {model} model has 1 (2 classes) or one per class, one-vs-rest ({n_classes})",
             )
-    elif model in ("logistic", "hinge"):
+    elif model in ("logistic", *_MARGIN_MODELS):
         if n_outputs != 1:
             raise fail("n_outputs", n_outputs, f"a {model} model has 1")
         if n_classes != 2:

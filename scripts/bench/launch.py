@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,19 @@ from dataclasses import dataclass, field
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(BENCH_DIR))
-MPIEXEC = os.environ.get("MPI_SGD_BENCH_MPIEXEC") or shutil.which("mpiexec") or "mpiexec"
+if ROOT not in sys.path:  # this checkout's mpi_sgd, when it is not installed
+    sys.path.append(ROOT)
+
+from mpi_sgd.runtime.launcher import (  # noqa: E402
+    default_mpiexec,
+    launch_environment,
+    oversubscribe_args,
+)
+
+# The venv's mpiexec (that of the MPI wheel mpi4py loads), else PATH's; Open MPI's gets the
+# run-as-root variables and, for more ranks than cores only, --oversubscribe (which also leaves
+# the ranks unbound: below that, Open MPI binds each rank to a core).
+MPIEXEC = default_mpiexec(variable="MPI_SGD_BENCH_MPIEXEC")
 MPIEXEC_ARGS = os.environ.get("MPI_SGD_BENCH_MPIEXEC_ARGS", "").split()
 PROJECT_VAR = "MPI_SGD_BENCH_PROJECT"  # where `import mpi_sgd` comes from (default: ROOT)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -71,7 +82,7 @@ def bench_env(threads: int | None = 1, project: str | None = None) -> dict[str, 
         Value of the usual BLAS/OpenMP thread variables; None removes them (the libraries then
         start one thread per core in every process).
     """
-    env = dict(os.environ)
+    env = {**launch_environment(MPIEXEC), **os.environ}
     for name in THREAD_VARS:
         env.pop(name, None)
         if threads is not None:
@@ -84,7 +95,10 @@ def bench_env(threads: int | None = 1, project: str | None = None) -> dict[str, 
 
 def mpi_cmd(n_ranks: int, args: list[str]) -> list[str]:
     """``mpiexec -n N python ARGS``."""
-    return [MPIEXEC, *MPIEXEC_ARGS, "-n", str(n_ranks), sys.executable, *args]
+    extra = [a for a in oversubscribe_args(MPIEXEC) if a not in MPIEXEC_ARGS]
+    if n_ranks <= (os.cpu_count() or 1):
+        extra = []
+    return [MPIEXEC, *MPIEXEC_ARGS, *extra, "-n", str(n_ranks), sys.executable, *args]
 
 
 def py_cmd(args: list[str]) -> list[str]:

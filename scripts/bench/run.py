@@ -226,8 +226,12 @@ def settings_for(system: str, w: WorkloadData, batch: int, a: argparse.Namespace
     return Settings(batch, epochs, lr_for(batch, a, w), a.schedule, a.ranks, a.timeout, a.project)
 
 
-KEPT_SECTIONS = (("<!-- formats:begin -->", "<!-- formats:end -->"),)
-"""Sections of the output that other scripts write (``scripts/bench/formats.py``): kept."""
+KEPT_SECTIONS = (
+    ("<!-- formats:begin -->", "<!-- formats:end -->"),
+    ("<!-- estimator:begin -->", "<!-- estimator:end -->"),
+)
+"""Sections of the output that other scripts write (``scripts/bench/formats.py``,
+``scripts/bench/estimator_vs_cli.py``): kept."""
 
 
 def kept_sections(path: str) -> str:

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BESIDE_PYTHON = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-# The mpiexec of the MPI wheel installed with this Python (a venv's bin/), else PATH's.
-MPIEXEC = (
-    os.environ.get("MPI_SGD_TEST_MPIEXEC")
-    or (_BESIDE_PYTHON if os.path.exists(_BESIDE_PYTHON) else None)
-    or shutil.which("mpiexec")
-    or "mpiexec"
+from mpi_sgd.runtime.launcher import (
+    default_mpiexec,
+    launch_environment,
+    mpiexec_flavour,
+    oversubscribe_args,
 )
-# e.g. "--oversubscribe" for Open MPI when running more ranks than cores
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The mpiexec of the MPI wheel installed with this Python (a venv's bin/), else PATH's.
+MPIEXEC = default_mpiexec(variable="MPI_SGD_TEST_MPIEXEC")
+# Which library it is: Open MPI's needs --oversubscribe for the -n 3/-n 4 launches on small
+# machines and two variables to run as root, and skips a 1 s fabric probe per launch with
+# OMPI_MCA_btl=^ofi (mpi_sgd/runtime/launcher.py). The suite adds them itself (a variable set
+# by the user wins), so `python -m pytest` works unchanged in a venv of either wheel.
+MPI_FLAVOUR = mpiexec_flavour(MPIEXEC)
+LAUNCH_ENV = launch_environment(MPIEXEC, single_node=True)
+# Extra arguments from the user (MPI_SGD_TEST_MPIEXEC_ARGS), then those the launcher needs.
 MPIEXEC_ARGS = os.environ.get("MPI_SGD_TEST_MPIEXEC_ARGS", "").split()
+MPIEXEC_ARGS += [a for a in oversubscribe_args(MPIEXEC) if a not in MPIEXEC_ARGS]
 
 
 @dataclass
@@ -34,8 +41,9 @@ class Result:
 
 
 def env() -> dict[str, str]:
-    """The test environment: one BLAS thread, the project importable."""
-    out = dict(os.environ)
+    """The test environment: one BLAS thread, the project importable, what the launcher needs
+    (:data:`LAUNCH_ENV`: for Open MPI, the run-as-root variables and no fabric probe)."""
+    out = {**LAUNCH_ENV, **os.environ}
     out.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     out["PYTHONPATH"] = ROOT + os.pathsep + out.get("PYTHONPATH", "")
     out.pop("MPI_SGD_FAULTS", None)

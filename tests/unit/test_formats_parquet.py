@@ -373,5 +373,22 @@ def test_format_options_must_fit_some_data_set(tmp_path, comm):
         check_options_used(npy)
     test = load_dataset(str(pqpath), comm, ReadOptions(split="test", label_column="label"))
     check_options_used(npy, test)  # --label-column is the test set's
-    with fails(2, "--h5-x apply to hdf5 data"):
+    with fails(2, "--h5-x applies to hdf5 data"):
         check_options_used(npy, load_dataset(str(pqpath), comm, ReadOptions(h5_x="X")))
+
+
+def test_csv_label_column_on_other_formats_is_refused(tmp_path, comm):
+    """--csv-label-column K on npy data used to be ignored: the labels then came from y.npy
+    while the user meant column K."""
+    X, y, _ = breast_cancer()
+    path = tmp_path / "d"
+    path.mkdir()
+    np.save(path / "X.npy", X)
+    np.save(path / "y.npy", y)
+    npy = load_dataset(str(path), comm, ReadOptions(csv_label_column=3))
+    with fails(2, r"--csv-label-column applies to csv data, but .* is npy data"):
+        check_options_used(npy)
+    check_options_used(load_dataset(str(path), comm, ReadOptions(csv_label_column=0)))
+    npy = load_dataset(str(path), comm, ReadOptions(index_base=1))
+    with fails(2, r"--libsvm-index-base applies to libsvm data, but .* is npy data"):
+        check_options_used(npy)

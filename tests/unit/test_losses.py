@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from mpi_sgd.errors import ConfigError
-from mpi_sgd.model.losses import LOSSES, HingeLoss, LogisticLoss, SoftmaxLoss, SquaredLoss, get_loss
+from mpi_sgd.model.losses import (
+    LOSSES,
+    HingeLoss,
+    LogisticLoss,
+    SoftmaxLoss,
+    SquaredHingeLoss,
+    SquaredLoss,
+    check_full_batch,
+    get_loss,
+)
 
 # ------------------------------------------------------------------ independent references
 
@@ -25,7 +34,10 @@ def ref_loss_sum(name: str, z: np.ndarray, y: np.ndarray) -> float:
             total += math.log(sum(math.exp(v) for v in row)) - row[int(y[i])]
         elif name == "hinge":
             total += max(0.0, 1.0 - float(y[i]) * float(z[i]))
+        elif name == "squared_hinge":
+            total += max(0.0, 1.0 - float(y[i]) * float(z[i])) ** 2
         else:
+            assert name == "squared", name
             total += 0.5 * (float(z[i]) - float(y[i])) ** 2
     return total
 
@@ -48,7 +60,7 @@ def make_case(name: str, m: int = 9, k: int = 4, seed: int = 0) -> tuple[np.ndar
     z = rng.normal(scale=2.0, size=m)
     if name == "logistic":
         return z, rng.integers(0, 2, size=m).astype(np.float64)
-    if name == "hinge":
+    if name in ("hinge", "squared_hinge"):
         y = np.where(rng.random(m) < 0.5, -1.0, 1.0)
         # keep away from the kink 1 - y z = 0, where the derivative jumps
         kink = np.abs(1.0 - y * z) < 0.05
@@ -197,7 +209,7 @@ def test_predict_index() -> None:
 
 
 def test_registry_and_outputs() -> None:
-    assert sorted(LOSSES) == ["hinge", "logistic", "softmax", "squared"]
+    assert sorted(LOSSES) == ["hinge", "logistic", "softmax", "squared", "squared_hinge"]
     for name, cls in LOSSES.items():
         loss = get_loss(name)
         assert isinstance(loss, cls)
@@ -209,3 +221,156 @@ def test_registry_and_outputs() -> None:
     assert get_loss("hinge").is_classifier
     with pytest.raises(ConfigError, match="--model"):
         get_loss("poisson")
+
+
+# ------------------------------------------------------------------------- squared hinge
+
+
+def test_squared_hinge_hand_values() -> None:
+    # slack 1 - y z: 0.5 (active), -1 (inactive), 2 (active), 0 (the kink: inactive)
+    z, y = np.array([0.5, 2.0, 1.0, 1.0]), np.array([1.0, 1.0, -1.0, 1.0])
+    total, d = call(SquaredHingeLoss(), z, y)
+    assert total == pytest.approx(0.25 + 0.0 + 4.0 + 0.0, rel=1e-15)
+    np.testing.assert_allclose(d, [-1.0, 0.0, 4.0, 0.0], rtol=1e-15)  # -2 y max(0, slack)
+    c = SquaredHingeLoss().curvature(z, y, np.empty(4))
+    np.testing.assert_array_equal(c, [2.0, 0.0, 2.0, 0.0])  # LIBLINEAR's: 2 [slack > 0]
+
+
+def test_squared_hinge_matches_numpy_on_many_rows() -> None:
+    rng = np.random.default_rng(5)
+    z, y = rng.normal(scale=2.0, size=3000), np.where(rng.random(3000) < 0.5, -1.0, 1.0)
+    slack = np.maximum(0.0, 1.0 - y * z)
+    total, d = call(SquaredHingeLoss(), z, y)
+    assert total == pytest.approx(float(np.sum(slack**2)), rel=1e-13)
+    np.testing.assert_allclose(d, -2.0 * y * slack, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(SquaredHingeLoss().row_losses(z, y), slack**2, rtol=1e-15)
+
+
+def test_squared_hinge_encoding_prediction_and_baseline() -> None:
+    loss = get_loss("squared_hinge")
+    assert loss.is_classifier and loss.full_batch_ok and loss.n_outputs(2) == 1
+    np.testing.assert_array_equal(loss.encode(np.array([0, 1, 1])), [-1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(loss.class_index(np.array([-1.0, 1.0])), [0, 1])
+    np.testing.assert_array_equal(loss.predict_index(np.array([-0.1, 0.0, 0.2])), [0, 0, 1])
+    y = loss.encode(np.array([1, 1, 1, 0]))
+    sums = loss.label_sums(y, 1)
+    np.testing.assert_array_equal(sums, [1.0, 3.0])
+    c = float(loss.constant_scores(sums)[0])
+    assert c == pytest.approx(0.5)  # p1 - p0
+    # it is the minimiser of the mean loss over constants (a grid check, independent of the
+    # closed form)
+    grid = np.linspace(-1.5, 1.5, 30001)
+    means = [np.mean(np.maximum(0.0, 1.0 - y * g) ** 2) for g in grid]
+    assert abs(grid[int(np.argmin(means))] - c) < 1e-3
+
+
+# ------------------------------------------------------------------------------ curvature
+
+SMOOTH = sorted(name for name, cls in LOSSES.items() if cls.full_batch_ok)
+
+
+def test_which_losses_are_smooth() -> None:
+    assert SMOOTH == ["logistic", "softmax", "squared", "squared_hinge"]
+    with pytest.raises(ConfigError, match=r"--solver lbfgs.*--model hinge.*squared_hinge"):
+        check_full_batch(get_loss("hinge"), "--solver lbfgs")
+    for name in SMOOTH:
+        check_full_batch(get_loss(name), "--solver lbfgs")
+    with pytest.raises(ConfigError, match="squared_hinge"):
+        get_loss("hinge").curvature(np.zeros(2), np.ones(2), np.empty(2))
+
+
+def curvature_matrix(loss, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's K x K block of second derivatives, from :meth:`Loss.curvature_pair`."""
+    curv = loss.curvature(z, y, np.empty(z.shape))
+    K = 1 if z.ndim == 1 else z.shape[1]
+    out = np.empty((z.shape[0], K, K))
+    for k in range(K):
+        for j in range(K):
+            out[:, k, j] = loss.curvature_pair(curv, k, j, np.empty(z.shape[0]))
+    return out
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_curvature_is_the_derivative_of_dscores(name: str) -> None:
+    """Central differences of ``dL/dz`` (itself checked against the loss above)."""
+    z, y = make_case(name, m=7, seed=3)
+    if name == "squared_hinge":  # away from the kink, where the second derivative jumps
+        z[np.abs(1.0 - y * z) < 0.05] += 0.2
+    loss = get_loss(name)
+    H = curvature_matrix(loss, z, y)
+    h = 1e-6
+    for i in range(z.shape[0]):
+        K = 1 if z.ndim == 1 else z.shape[1]
+        for j in range(K):
+            zp, zm = z.copy(), z.copy()
+            if z.ndim == 1:
+                zp[i] += h
+                zm[i] -= h
+            else:
+                zp[i, j] += h
+                zm[i, j] -= h
+            dp = call(get_loss(name), zp, y)[1][i]
+            dm = call(get_loss(name), zm, y)[1][i]
+            fd = np.atleast_1d((dp - dm) / (2 * h))
+            np.testing.assert_allclose(H[i, :, j], fd, rtol=1e-6, atol=1e-8)
+
+
+def test_softmax_apply_curvature_is_the_block_times_u() -> None:
+    z, y = make_case("softmax", m=6, k=4, seed=4)
+    loss = SoftmaxLoss()
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    curv = loss.curvature(z, y, np.empty(z.shape))
+    np.testing.assert_allclose(curv, p, rtol=1e-14)
+    u = np.random.default_rng(0).normal(size=z.shape)
+    expected = np.einsum("ikj,ij->ik", np.stack([np.diag(r) - np.outer(r, r) for r in p]), u)
+    got = u.copy()
+    loss.apply_curvature(curv, got)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        curvature_matrix(loss, z, y)[:, :, :],
+        np.stack([np.diag(r) - np.outer(r, r) for r in p]),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+
+
+def test_logistic_curvature_is_accurate_in_the_tails() -> None:
+    z = np.array([-40.0, -5.0, 0.0, 5.0, 40.0, 700.0])
+    c = LogisticLoss().curvature(z, np.zeros(6), np.empty(6))
+    exact = [math.exp(-abs(v)) / (1.0 + math.exp(-abs(v))) ** 2 for v in z]
+    np.testing.assert_allclose(c, exact, rtol=1e-14)  # s (1 - s) would give 0 at 40
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0, 40.0, 800.0])
+def test_logistic_large_batches_agree_with_small_ones(scale: float) -> None:
+    """From SHARED_EXP_ROWS rows on, the loss and derivative share one exp: the same values
+    as the small-batch path (row by row) to a few ulps, also far in the tails."""
+    rng = np.random.default_rng(1)
+    m = 4 * LogisticLoss.SHARED_EXP_ROWS
+    z, y = rng.normal(scale=scale, size=m), rng.integers(0, 2, size=m).astype(np.float64)
+    total, d = call(LogisticLoss(), z, y)
+    small_total, small_d = 0.0, np.empty(m)
+    step = LogisticLoss.SHARED_EXP_ROWS - 1
+    for a in range(0, m, step):
+        t, dd = call(LogisticLoss(), z[a : a + step], y[a : a + step])
+        small_total += t
+        small_d[a : a + step] = dd
+    assert total == pytest.approx(small_total, rel=1e-13)
+    np.testing.assert_allclose(d, small_d, rtol=1e-14, atol=1e-300)
+    aliased = z.copy()
+    assert LogisticLoss().loss_dscores(aliased, y, aliased) == pytest.approx(total, rel=1e-15)
+    np.testing.assert_array_equal(aliased, d)
+
+
+@pytest.mark.parametrize("alias", [False, True])
+def test_softmax_fortran_ordered_scores_give_the_c_ordered_results(alias: bool) -> None:
+    """The full passes hand softmax (m, K) views of (K, m) buffers; also a strided view."""
+    z, y = make_case("softmax", m=300, k=5, seed=6)
+    total, d = call(SoftmaxLoss(), z, y)
+    for layout in ("F", "strided"):
+        zf = np.asfortranarray(z) if layout == "F" else np.asfortranarray(np.repeat(z, 2, 0))[::2]
+        df = zf if alias else np.empty_like(zf, order="F")
+        got = SoftmaxLoss().loss_dscores(zf.copy(order="A") if not alias else zf, y, df)
+        assert got == pytest.approx(total, rel=1e-14)
+        np.testing.assert_allclose(df, d, rtol=1e-14, atol=1e-16)

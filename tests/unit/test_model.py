@@ -39,6 +39,9 @@ def ref_loss_sum(name: str, X: np.ndarray, y: np.ndarray, flat: np.ndarray, k: i
         return float(np.sum(np.logaddexp(0.0, z) - y * z))
     if name == "hinge":
         return float(np.sum(np.maximum(0.0, 1.0 - y * z)))
+    if name == "squared_hinge":
+        return float(np.sum(np.maximum(0.0, 1.0 - y * z) ** 2))
+    assert name == "squared", name
     return float(0.5 * np.sum((z - y) ** 2))
 
 

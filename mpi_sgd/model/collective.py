@@ -1,0 +1,42 @@
+"""One Allreduce whose last slot says whether any rank failed: failure agreement for free.
+
+A rank that raises while filling a buffer must still join the buffer's Allreduce, or the
+others wait in it forever. :func:`sum_or_raise` lets it join with a failure flag set; every
+rank then sees the flag in the sum, and only then (so on every rank, at once) they exchange the
+failing rank's message with :meth:`~mpi_sgd.comm.Communicator.check_all`, which raises
+:class:`~mpi_sgd.errors.PeerFailure` on every rank. The success path costs one float more in
+the same Allreduce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from mpi_sgd.comm import Communicator
+
+
+def sum_or_raise(comm: Communicator, buf: np.ndarray, fill: Callable[[], None]) -> None:
+    """Call ``fill()`` (which writes ``buf[:-1]``), then sum ``buf`` over all ranks in place.
+
+    Collective. ``buf[-1]`` is the failure slot: set to 0 here, to 1 on a rank whose
+    ``fill`` raised (its other entries are then zeroed, so nothing half-written is summed).
+
+    Raises
+    ------
+    PeerFailure
+        On every rank, when ``fill`` raised on any rank (the lowest such rank's message and
+        exit code).
+    """
+    error: BaseException | None = None
+    try:
+        fill()
+        buf[-1] = 0.0
+    except Exception as exc:
+        error = exc
+        buf[:] = 0.0
+        buf[-1] = 1.0
+    comm.allreduce_sum_(buf)
+    if buf[-1] != 0.0:
+        comm.check_all(error)  # raises on every rank: at least one rank failed
