@@ -43,8 +43,8 @@ output (--output FILE, by its suffix):
         or softmax decision values; numpy.load(FILE) reads it
   .csv  a header line (label | decision | decision_<class>... | proba_<class>...), then
         one line per row in fixed-width columns (values right-aligned)
-exit codes: 0 ok; 1 internal error; 2 bad flag (--proba for a hinge, squared_hinge or squared model);
-            3 bad data (wrong feature count, unreadable, a label the model does not
+exit codes: 0 ok; 1 internal error; 2 bad flag (--proba for a hinge, squared_hinge or
+            squared model); 3 bad data (wrong feature count, unreadable, a label the model does not
             know with --metrics); 5 model directory unreadable or output not writable.
 examples:
   mpiexec -n 4 python -m mpi_sgd.predict --model run1 --data data/test --output pred.npy

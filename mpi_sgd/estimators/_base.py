@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import clone, is_regressor
+from sklearn.base import is_regressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -27,7 +27,7 @@ from mpi_sgd.estimators._stopping import Stopping, auto_step, validation_mask
 from mpi_sgd.pipeline import TrainResult, fit_rows
 from mpi_sgd.solvers.optim import OPTIMIZERS
 from mpi_sgd.state.checkpoint import TrainingPosition
-from mpi_sgd.state.export import LOSS_OF_MODEL, SavedModel, load_model, save_model
+from mpi_sgd.state.export import LOSS_OF_MODEL, SavedModel, save_model
 
 # scikit-learn's losses that mpi_sgd does not have, and what to use instead.
 OTHER_LOSSES = {
@@ -396,18 +396,6 @@ class BaseSGD(CollectiveEstimator):
         coef = np.atleast_2d(np.asarray(self.coef_, dtype=np.float64))
         save_model(directory, coef, self.intercept_, classes, kind, metadata)
 
-    @classmethod
-    def load(cls, directory: str) -> Any:
-        """A fitted estimator of a model directory: one written by :meth:`save`, or by
-        ``python -m mpi_sgd.train --output DIR``. Local. The parameters are the saved
-        estimator's, or those of the command-line run where they map (docs/api.md)."""
-        return cls.from_saved(load_model(directory))
-
-    @classmethod
-    def from_saved(cls, saved: SavedModel) -> Any:
-        """A fitted estimator of a loaded :class:`~mpi_sgd.state.export.SavedModel`."""
-        raise NotImplementedError
-
     def _saved_kind(self) -> str:
         raise NotImplementedError
 
@@ -422,16 +410,7 @@ class BaseSGD(CollectiveEstimator):
             params = recorded.get("params")
         else:
             params = params_from_config(meta.get("config") or {})
-        valid = self.get_params(deep=False)
-        for key, value in (params if isinstance(params, dict) else {}).items():
-            if key not in valid or key == "comm":
-                continue
-            trial = clone(self).set_params(**{key: value})
-            try:
-                trial._validate_params()
-            except (ValueError, TypeError):
-                continue  # not a value this version accepts: keep the default
-            self.set_params(**{key: value})
+        self._set_saved_params(params)
         self.n_features_in_ = saved.n_features_in_
         self.n_iter_ = int(meta.get("epochs") or 0)
         self.t_ = float(meta.get("steps") or 0)

@@ -9,14 +9,12 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.estimators._agree import agreed, class_index, same_classes, union_classes
 from mpi_sgd.estimators._base import OTHER_LOSSES, BaseSGD
-from mpi_sgd.estimators._collective import row_class_weights, saved_classes
+from mpi_sgd.estimators._collective import LinearClassifier, row_class_weights, saved_classes
 from mpi_sgd.estimators._metrics import check_weights
 from mpi_sgd.state.export import SavedModel
 
@@ -37,7 +35,7 @@ def _one_vs_rest(k: int) -> Callable[[np.ndarray], np.ndarray]:
     return target
 
 
-class SGDClassifier(ClassifierMixin, BaseSGD):
+class SGDClassifier(ClassifierMixin, LinearClassifier, BaseSGD):
     """Linear classifier (logistic regression, linear SVM) trained by synchronous data-parallel
     minibatch SGD over MPI, with scikit-learn's ``SGDClassifier`` API.
 
@@ -298,19 +296,6 @@ class SGDClassifier(ClassifierMixin, BaseSGD):
             )
 
     # ------------------------------------------------------------------------- predicting
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Scores: shape (n_samples,) for two classes, else (n_samples, n_classes). Local."""
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", reset=False)
-        scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class labels, shape (n_samples,). Local."""
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(np.int64) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[index]
-
     def _has_proba(self) -> bool:
         if self.loss != "log_loss":
             raise AttributeError(f"probability estimates are not available for loss={self.loss!r}")

@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone, is_regressor
+from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.estimators._agree import agreed, check_same_params, communicator
+from mpi_sgd.state.export import SavedModel, load_model
 
 
 class CollectiveEstimator(BaseEstimator):
@@ -141,6 +143,32 @@ class CollectiveEstimator(BaseEstimator):
 
         return threadpool_limits(limits=int(n))
 
+    def _set_saved_params(self, params: Any) -> None:
+        """Set the recorded parameters (a dict) that this class has and accepts; others, and
+        values this version refuses, keep their defaults. ``comm`` is never restored."""
+        valid = self.get_params(deep=False)
+        for key, value in (params if isinstance(params, dict) else {}).items():
+            if key not in valid or key == "comm":
+                continue
+            trial = clone(self).set_params(**{key: value})
+            try:
+                trial._validate_params()
+            except (ValueError, TypeError):
+                continue  # not a value this version accepts: keep the default
+            self.set_params(**{key: value})
+
+    @classmethod
+    def load(cls, directory: str) -> Any:
+        """A fitted estimator of a model directory: one written by :meth:`save`, or by
+        ``python -m mpi_sgd.train --output DIR``. Local. The parameters are the saved
+        estimator's, or those of the command-line run where they map (docs/api.md)."""
+        return cls.from_saved(load_model(directory))
+
+    @classmethod
+    def from_saved(cls, saved: SavedModel) -> Any:
+        """A fitted estimator of a loaded :class:`~mpi_sgd.state.export.SavedModel`."""
+        raise NotImplementedError
+
 
 def per_class_weights(
     comm: Communicator, class_weight: Any, classes: np.ndarray, index: np.ndarray
@@ -192,3 +220,26 @@ def saved_classes(classes: np.ndarray) -> tuple[np.ndarray, list[Any] | None]:
     if classes.dtype.kind in "biu" and all(abs(int(v)) < 2**53 for v in values):
         return classes.astype(np.float64), values
     return np.arange(classes.size, dtype=np.float64), [str(v) for v in values]
+
+
+class LinearClassifier:
+    """``decision_function`` and ``predict`` from ``coef_``, ``intercept_``, ``classes_``
+    (a mixin of the classifiers here; local)."""
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Scores: shape (n_samples,) for two classes (positive: ``classes_[1]``), else
+        (n_samples, n_classes). Local."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr", reset=False)
+        scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels, shape (n_samples,). Local."""
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(np.int64) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]

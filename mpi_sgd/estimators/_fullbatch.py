@@ -20,10 +20,8 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit, softmax
-from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator
@@ -31,7 +29,7 @@ from mpi_sgd.config import TrainConfig
 from mpi_sgd.estimators._agree import union_classes
 from mpi_sgd.estimators._collective import CollectiveEstimator
 from mpi_sgd.pipeline import TrainResult, fit_rows
-from mpi_sgd.state.export import LOSS_OF_MODEL, SavedModel, load_model, save_model
+from mpi_sgd.state.export import LOSS_OF_MODEL, SavedModel, save_model
 
 # the command line's flags in the solvers' messages, and the estimators' names for them
 _FLAG_NAMES = (("--solver ", "solver "), ("--tol ", "tol="), ("--max-iter ", "max_iter="))
@@ -202,18 +200,6 @@ class BaseFullBatch(CollectiveEstimator):
             metadata["class_labels"] = labels
         save_model(directory, coef, intercept, classes, kind, metadata)
 
-    @classmethod
-    def load(cls, directory: str) -> Any:
-        """A fitted estimator of a model directory: one written by :meth:`save`, or by
-        ``python -m mpi_sgd.train --output DIR``. Local. The parameters are the saved
-        estimator's, or those of the command-line run where they map (docs/api.md)."""
-        return cls.from_saved(load_model(directory))
-
-    @classmethod
-    def from_saved(cls, saved: SavedModel) -> Any:
-        """A fitted estimator of a loaded :class:`~mpi_sgd.state.export.SavedModel`."""
-        raise NotImplementedError
-
     def _restore(self, saved: SavedModel) -> None:
         """The parameters and fitted state a saved model records (see :meth:`load`): the
         saved estimator's own parameters when this class saved it, else those of the
@@ -230,16 +216,7 @@ class BaseFullBatch(CollectiveEstimator):
                 solves = [s for s in recorded["solves"] if isinstance(s, dict)]
         else:
             params = self._params_from_config(config)
-        valid = self.get_params(deep=False)
-        for key, value in (params if isinstance(params, dict) else {}).items():
-            if key not in valid or key == "comm":
-                continue
-            trial = clone(self).set_params(**{key: value})
-            try:
-                trial._validate_params()
-            except (ValueError, TypeError):
-                continue  # not a value this version accepts: keep the default
-            self.set_params(**{key: value})
+        self._set_saved_params(params)
         self.n_features_in_ = saved.n_features_in_
         self._fit_config_ = dict(config)
         self._fit_config_.setdefault("l2", 0.0)
@@ -268,29 +245,6 @@ def _solve_record(result: TrainResult) -> dict[str, Any]:
     record = dict(fb.as_record())
     record["converged"] = bool(record.get("converged", False))
     return record
-
-
-class LinearClassifier:
-    """``decision_function`` and ``predict`` from ``coef_``, ``intercept_``, ``classes_``
-    (a mixin of the classifiers here; local)."""
-
-    coef_: np.ndarray
-    intercept_: np.ndarray
-    classes_: np.ndarray
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Scores: shape (n_samples,) for two classes (positive: ``classes_[1]``), else
-        (n_samples, n_classes). Local."""
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", reset=False)
-        scores = safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class labels, shape (n_samples,). Local."""
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(np.int64) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[index]
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:

@@ -13,10 +13,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.estimators._agree import agreed, class_index
-from mpi_sgd.estimators._collective import per_class_weights, saved_classes
+from mpi_sgd.estimators._collective import LinearClassifier, per_class_weights, saved_classes
 from mpi_sgd.estimators._fullbatch import (
     BaseFullBatch,
-    LinearClassifier,
     Problem,
     agree_classes,
     weight_total,

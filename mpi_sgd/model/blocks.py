@@ -202,7 +202,7 @@ class RowBlocks:
 
     def tmp(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A reused float64 buffer of ``shape`` for the purpose ``name`` (one per pair)."""
-        key = (name, *shape)
+        key: tuple[str | int, ...] = (name, *shape)
         buf = self._tmp.get(key)
         if buf is None:
             buf = self._tmp[key] = np.empty(shape)

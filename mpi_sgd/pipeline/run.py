@@ -323,12 +323,18 @@ class _Run:
         )
 
     def _stopped(self, reason: str, where: str, position: TrainingPosition) -> Preempted:
-        saved = (
-            f"checkpoint written to {self.options.checkpoint_dir}; run again with --resume to "
-            "continue"
-            if self.options.checkpoint_dir
-            else "no --checkpoint-dir was given, so this progress is lost"
-        )
+        if self.options.checkpoint_dir:
+            saved = (
+                f"checkpoint written to {self.options.checkpoint_dir}; run again with --resume "
+                "to continue"
+            )
+        elif self.options.path and self.options.output:
+            saved = (
+                f"the path's finished fits are saved under {self.options.output}/{PATH_DIR}; "
+                "this fit's progress is lost"
+            )
+        else:
+            saved = "no --checkpoint-dir was given, so this progress is lost"
         self.metrics.write("stopped", reason=reason, **position.__dict__)
         self.metrics.close()
         return everywhere(Preempted(f"stopped by {reason} at {where}; {saved}"))

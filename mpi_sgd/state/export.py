@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -418,11 +418,12 @@ def check_X(X: ArrayLike | sp.spmatrix, n_features: int) -> np.ndarray | sp.csr_
         non-numeric or non-finite values.
     """
     if sp.issparse(X):
-        if X.ndim != 2:
-            raise ValueError(_reshape_advice(f"{X.ndim}D sparse", X))
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"X has dtype {X.dtype}; the model needs numeric (real) values")
-        out: np.ndarray | sp.csr_matrix = sp.csr_matrix(X, dtype=np.float64)
+        S = cast("sp.spmatrix", X)
+        if S.ndim != 2:
+            raise ValueError(_reshape_advice(f"{S.ndim}D sparse", S))
+        if S.dtype.kind not in "biuf":
+            raise ValueError(f"X has dtype {S.dtype}; the model needs numeric (real) values")
+        out: np.ndarray | sp.csr_matrix = sp.csr_matrix(S, dtype=np.float64)
         values = out.data
     else:
         if isinstance(X, (str, bytes)):
@@ -463,7 +464,7 @@ def check_X(X: ArrayLike | sp.spmatrix, n_features: int) -> np.ndarray | sp.csr_
         )
     if not np.isfinite(values).all():
         if sp.issparse(out):
-            coo = out.tocoo()
+            coo = cast("sp.csr_matrix", out).tocoo()
             i = int(np.flatnonzero(~np.isfinite(coo.data))[0])
             row, col, value = int(coo.row[i]), int(coo.col[i]), coo.data[i]
         else:

@@ -9,6 +9,7 @@ Each repetition times the floor and every candidate once, in turn; the minimum p
 over the repetitions is reported (robust to other processes on shared cores).
 """
 
+import functools
 import sys
 import time
 
@@ -77,17 +78,14 @@ for rows in sizes:
     objs[B] = obj
     cands[f"loss_gradient B={B}"] = obj.loss_gradient
     cands[f"  +curvature B={B}"] = (lambda o: lambda: o.loss_gradient(curvature=True))(obj)
-    cands[f"  hessian_vector B={B}"] = (lambda o, v, out: lambda: o.hessian_vector(v, out))(
-        obj, v, out
-    )
+    cands[f"  hessian_vector B={B}"] = functools.partial(obj.hessian_vector, v, out)
 best = {key: np.inf for key in cands}
 for _ in range(reps):
     for key, f in cands.items():
         t = time.perf_counter()
         f()
         best[key] = min(best[key], time.perf_counter() - t)
-print(
-    f"n={n} d={d} {name} {dtype} {f'csr density {density:g}' if density else 'dense'}; min of {reps} interleaved reps"
-)
+layout = f"csr density {density:g}" if density else "dense"
+print(f"n={n} d={d} {name} {dtype} {layout}; min of {reps} interleaved reps")
 for key, t in best.items():
     print(f"  {key:28s} {t * 1e3:8.1f} ms  {t / best['floor']:.3f}x floor")

@@ -114,8 +114,10 @@ def test_max_iter_without_convergence_is_warned_and_recorded(tmp_path, cancer):
     metrics = tmp_path / "m.jsonl"
     run = mpirun(
         2,
-        ["--train", cancer[0], "--solver", "lbfgs", "--max-iter", "3", "--output", str(out)]
-        + ["--metrics", str(metrics)],
+        [
+            *["--train", cancer[0], "--solver", "lbfgs", "--max-iter", "3"],
+            *["--output", str(out), "--metrics", str(metrics)],
+        ],
     )
     assert run.returncode == 0, run
     assert "stopped at --max-iter 3 without converging" in run.stderr, run
