@@ -6,6 +6,8 @@ file (and line), or the rank, and the bad value. ``exit_code`` is what ``mpi_sgd
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # a bug or an unexpected failure: the traceback is printed
 EXIT_USAGE = 2  # bad flag or configuration (argparse uses 2 as well)
@@ -53,7 +55,10 @@ class CheckpointError(MpiSgdError, OSError):
     exit_code = EXIT_CHECKPOINT
 
 
-def everywhere(error: MpiSgdError) -> MpiSgdError:
+_E = TypeVar("_E", bound=MpiSgdError)
+
+
+def everywhere(error: _E) -> _E:
     """Mark ``error`` as raised identically on every rank; use as ``raise everywhere(e)``."""
     error.collective = True
     return error

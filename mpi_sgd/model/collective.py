@@ -10,6 +10,7 @@ the same Allreduce.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -17,8 +18,9 @@ import numpy as np
 from mpi_sgd.comm import Communicator
 
 
-def sum_or_raise(comm: Communicator, buf: np.ndarray, fill: Callable[[], None]) -> None:
-    """Call ``fill()`` (which writes ``buf[:-1]``), then sum ``buf`` over all ranks in place.
+def sum_or_raise(comm: Communicator, buf: np.ndarray, fill: Callable[[], None]) -> float:
+    """Call ``fill()`` (which writes ``buf[:-1]``), then sum ``buf`` over all ranks in place;
+    return the seconds spent in the Allreduce (waiting for the slowest rank included).
 
     Collective. ``buf[-1]`` is the failure slot: set to 0 here, to 1 on a rank whose
     ``fill`` raised (its other entries are then zeroed, so nothing half-written is summed).
@@ -37,6 +39,9 @@ def sum_or_raise(comm: Communicator, buf: np.ndarray, fill: Callable[[], None]) 
         error = exc
         buf[:] = 0.0
         buf[-1] = 1.0
+    t0 = time.perf_counter()
     comm.allreduce_sum_(buf)
+    seconds = time.perf_counter() - t0
     if buf[-1] != 0.0:
         comm.check_all(error)  # raises on every rank: at least one rank failed
+    return seconds

@@ -104,6 +104,7 @@ class DistributedObjective:
         self._point = np.zeros(P)  # hessian_point, while _has_point
         self._has_point = False
         self.n_evaluations = 0  # full passes made (loss_gradient, Hessian products, Hessians)
+        self.allreduce_seconds = 0.0  # in the full passes' Allreduces, waiting included
 
     @property
     def n_params(self) -> int:
@@ -170,7 +171,9 @@ class DistributedObjective:
         if curvature:
             check_full_batch(model.loss, "a Hessian")
         buf, P = self._buf, model.n_params
-        sum_or_raise(self.comm, buf, lambda: self._local_loss_gradient(buf, curvature))
+        self.allreduce_seconds += sum_or_raise(
+            self.comm, buf, lambda: self._local_loss_gradient(buf, curvature)
+        )
         self.n_evaluations += 1
         n = buf[P + 1]
         grad = buf[:P]
@@ -259,7 +262,9 @@ class DistributedObjective:
             raise ValueError("hessian_vector: out must not overlap v")
         buf = self._hv_buf
         direction = self._direction(v)
-        sum_or_raise(self.comm, buf, lambda: self._local_hessian_vector(direction, buf))
+        self.allreduce_seconds += sum_or_raise(
+            self.comm, buf, lambda: self._local_hessian_vector(direction, buf)
+        )
         self.n_evaluations += 1
         n = buf[P]
         hv = buf[:P]
@@ -321,7 +326,7 @@ class DistributedObjective:
         if self._hess_buf.shape[0] != P * P + 2:
             self._hess_buf = np.zeros(P * P + 2)
         buf = self._hess_buf
-        sum_or_raise(self.comm, buf, lambda: self._local_hessian(buf))
+        self.allreduce_seconds += sum_or_raise(self.comm, buf, lambda: self._local_hessian(buf))
         self.n_evaluations += 1
         n = buf[P * P]
         H = buf[: P * P].reshape(P, P)

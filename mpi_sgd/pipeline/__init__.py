@@ -10,6 +10,7 @@ Stages::
     prepare_outputs          output and checkpoint directories writable, no foreign checkpoints
     load_data                this rank's rows of --train / --test, labels agreed and encoded
     build_model              size check, zero parameters (identical on every rank), baselines
+    warm_start               --init: the parameters from a saved model (rank 0 reads, broadcast)
     build_solver             SGD (batch plan, schedule, optimiser, exchange strategy) or a
                              full-batch solver (L-BFGS / OWL-QN, Newton), with the run's hooks
     resume                   the newest valid checkpoint, if asked
@@ -17,10 +18,17 @@ Stages::
                              metrics
     save                     model.npz + model.json (rank 0)
 
+A regularisation path (``RunOptions.path``: lists of ``--l2``/``--l1``) repeats the last three
+(without checkpoints) for each of its fits on the data loaded once, each warm-started from the
+previous fit, and saves every fit and the best by validation loss
+(:mod:`~mpi_sgd.pipeline.path`).
+
 Modules: :mod:`~mpi_sgd.pipeline.records` (RunOptions, LoadedData, TrainResult),
 :mod:`~mpi_sgd.pipeline.stages`, :mod:`~mpi_sgd.pipeline.solve` (choosing and building the
 solver), :mod:`~mpi_sgd.pipeline.hooks` (reporters, checkpoint writer),
-:mod:`~mpi_sgd.pipeline.run` (:func:`train`), :mod:`~mpi_sgd.pipeline.rows` (:func:`fit_rows`).
+:mod:`~mpi_sgd.pipeline.run` (:func:`train`), :mod:`~mpi_sgd.pipeline.rows` (:func:`fit_rows`),
+:mod:`~mpi_sgd.pipeline.path` (regularisation paths), :mod:`~mpi_sgd.pipeline.warmstart`
+(``--init``).
 """
 
 from mpi_sgd.pipeline.records import DEFAULT_DATA, LoadedData, RunOptions, TrainResult

@@ -3,6 +3,7 @@ writer."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from mpi_sgd.comm import Communicator
@@ -72,8 +73,16 @@ class Checkpointer:
         metrics: MetricsWriter,
     ) -> None:
         self.options, self.info, self.comm, self.metrics = options, info, comm, metrics
+        self.seconds = 0.0  # spent writing checkpoints (and agreeing that it worked)
 
     def __call__(self, solver: SGDSolver) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._write(solver)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _write(self, solver: SGDSolver) -> None:
         with self.comm.collective_section():
             if self.comm.is_root:
                 assert self.options.checkpoint_dir is not None

@@ -155,7 +155,7 @@ class TrainResult:
 
     model: LinearModel
     classes: np.ndarray
-    reports: list[EpochReport]
+    reports: list[EpochReport]  # SGD's epochs (of a path: its last fit's)
     epochs_done: int
     global_step: int
     seconds: float

@@ -165,14 +165,14 @@ def fit_rows(
     unweighted = EvalData(train_set.X, y_enc)  # the baselines' rows, to judge the model on
     keep = _Checkpoints(checkpoint_dir, keep_checkpoints, config, model, classes, train_set, comm)
     if config.solver != "sgd":
-        solver = build_full_batch(config, objective, hooks)
+        full_batch = build_full_batch(config, objective, hooks)
         if optimizer_state is not None:
-            solver.load_state_dict(optimizer_state)
-        keep.attach(hooks, solver.optimizer)
+            full_batch.load_state_dict(optimizer_state)
+        keep.attach(hooks, full_batch.optimizer)
         t0 = time.perf_counter()
-        solver.fit()
+        full_batch.fit()
         wall = time.perf_counter() - t0  # a stop request ends it as "stopped", as SGD's epochs
-        summary, warnings = finish_full_batch(solver, unweighted, hooks.test, comm, base)
+        summary, warnings = finish_full_batch(full_batch, unweighted, hooks.test, comm, base)
         return TrainResult(
             model,
             classes,
@@ -182,8 +182,8 @@ def fit_rows(
             wall,
             base,
             warnings,
-            position=solver.position,
-            optimizer_state=solver.state_dict(),
+            position=full_batch.position,
+            optimizer_state=full_batch.state_dict(),
             fullbatch=summary.fullbatch,
         )
     if labels is not y_enc or 0 < n_sparse < comm.size:

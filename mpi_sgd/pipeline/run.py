@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator, check_identical_params
@@ -41,10 +44,11 @@ from mpi_sgd.pipeline.stages import (
     save,
 )
 from mpi_sgd.pipeline.warmstart import warm_start
-from mpi_sgd.reporting.metrics import Console, MetricsWriter
+from mpi_sgd.reporting.metrics import Console, MetricsWriter, json_safe, peak_rss_mb
 from mpi_sgd.reporting.plot import Replotter
 from mpi_sgd.reporting.plot import check_available as check_plotting_available
 from mpi_sgd.reporting.progress import Progress
+from mpi_sgd.reporting.summary import PhaseTimes, RunSummary, best_epoch
 from mpi_sgd.runtime.faults import FaultInjector
 from mpi_sgd.runtime.preemption import StopRequest
 from mpi_sgd.runtime.threads import limit_blas_threads
@@ -54,6 +58,7 @@ from mpi_sgd.solvers.sgd import SGDSolver
 from mpi_sgd.state.checkpoint import (
     TrainingPosition,
 )
+from mpi_sgd.state.export import atomic_write_bytes
 from mpi_sgd.state.lock import RunLock, run_targets
 
 
@@ -64,6 +69,9 @@ def train(
     on_stall: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train as ``config`` and ``options`` say, from files or synthetic data. Collective.
+
+    With ``options.path`` (a regularisation path) ``config`` is that of its first fit; every
+    fit is made and saved, and the result is the best fit's (``TrainResult.path``, ``best``).
 
     Parameters
     ----------
@@ -128,6 +136,7 @@ def _train_locked(
     console: Console,
 ) -> TrainResult:
     """The body of :func:`train`, holding the run locks. Collective."""
+    t_run = time.perf_counter()
     phase = Phases(watchdog)
     prepare_outputs(options, comm)
     write_run_config(options.output, options.run_config, comm)
@@ -159,10 +168,25 @@ def _train_locked(
         loss_limit=base.divergence_limit,
     )
     run = _Run(config, options, comm, console, metrics, phase, data, info, model, base, hooks)
+    run.times.load = data.seconds
+    try:
+        return _fit_and_save(run, config, t_run, start)
+    except Preempted as stop:
+        run.write_summary(f"stopped: {stop}", time.perf_counter() - t_run, None)
+        raise
+
+
+def _fit_and_save(run: _Run, config: TrainConfig, t_run: float, start: str) -> TrainResult:
+    """The fit(s) of a run and the saved model(s), with the summary at the end. Collective."""
+    options, comm, console, metrics = run.options, run.comm, run.console, run.metrics
+    model, data, base, phase = run.model, run.data, run.base, run.phase
+    test = run.hooks.test
 
     def save_to(directory: str, fit_config: TrainConfig, summary: FitSummary) -> None:
         phase("saving the model")
+        t0 = time.perf_counter()
         save(directory, fit_config, model, data, options, comm, summary)
+        run.times.save += time.perf_counter() - t0
 
     path: PathResult | None = None
     if options.path:
@@ -210,6 +234,15 @@ def _train_locked(
             if comm.is_root:
                 run.replotter(options.metrics, options.output).final()
     console.log(_done_line(summary, path, seconds, options.output))
+    if path is not None:
+        reason = f"completed: a path of {len(path.fits)} fits, best fit {path.best}"
+    elif summary.fullbatch is not None:
+        reason = summary.fullbatch.termination + (
+            "" if summary.fullbatch.converged else " (not converged)"
+        )
+    else:
+        reason = f"completed: {summary.epochs} epochs"
+    run.write_summary(reason, time.perf_counter() - t_run, summary)
     return TrainResult(
         model,
         data.classes,
@@ -223,6 +256,9 @@ def _train_locked(
         path=path.table() if path is not None else [],
         best=path.best if path is not None else None,
     )
+
+
+SUMMARY_FILE = "summary.json"
 
 
 def _done_line(
@@ -270,6 +306,34 @@ class _Run:
         self.reports: list[EpochReport] = []
         self._replotter: Replotter | None = None
         self._started = False  # the start record written
+        self.times = PhaseTimes()
+        self.rows_trained = 0
+        self.checkpointer = hooks.checkpoint if isinstance(hooks.checkpoint, Checkpointer) else None
+
+    def write_summary(self, reason: str, total: float, summary: FitSummary | None) -> None:
+        """Print the run summary (rank 0) and write ``OUTPUT/summary.json``. Collective."""
+        self.times.total = total
+        if self.checkpointer is not None:
+            self.times.checkpoint = self.checkpointer.seconds
+        rss = [round(float(r[0]), 1) for r in self.comm.allgather_floats(np.array([peak_rss_mb()]))]
+        fullbatch = summary.fullbatch if summary is not None else None
+        record = RunSummary(
+            exit_reason=reason,
+            seconds=self.times,
+            rows=self.rows_trained,
+            peak_rss_mb=rss,
+            final=summary.final if summary is not None else None,
+            best=best_epoch(self.reports) if fullbatch is None else None,
+            solver=fullbatch.as_record() if fullbatch is not None else None,
+            extra={"n_ranks": self.comm.size},
+        )
+        for line in record.lines():
+            self.console.log(line)
+        output = self.options.output
+        with self.comm.collective_section():
+            if output and self.comm.is_root:
+                text = json.dumps(json_safe(record.as_record()), indent=1, allow_nan=False)
+                atomic_write_bytes(os.path.join(output, SUMMARY_FILE), (text + "\n").encode())
 
     def replotter(self, metrics: str, output: str) -> Replotter:
         """Rank 0's drawer of OUTPUT/curves.png (``--plot``), the same one all run long."""
@@ -391,6 +455,10 @@ class _Run:
         t_train = time.perf_counter()
         self.reports = solver.fit(reporter.on_epoch)
         wall = time.perf_counter() - t_train
+        self.times.train += wall
+        self.times.allreduce += sum(r.allreduce_seconds for r in self.reports)
+        self.times.evaluation += sum(r.eval_seconds for r in self.reports)
+        self.rows_trained += sum(r.samples for r in self.reports)
         if solver.stop_reason is not None:
             pos = solver.position
             where = f"epoch {pos.epochs_done + 1}, step {pos.step_in_epoch}/{plan.steps_per_epoch}"
@@ -416,12 +484,20 @@ class _Run:
         self.console.log(describe_full_batch(config, solver, data.classes.size if n_classes else 0))
         self.phase("training")
         t_train = time.perf_counter()
+        passes = objective.n_evaluations
         solver.fit(IterationReporter(self.console, self.metrics, config.max_iter, tag))
         wall = time.perf_counter() - t_train
+        self.times.train += wall
+        self.times.allreduce += objective.allreduce_seconds
+        self.rows_trained += (objective.n_evaluations - passes) * data.train.n_total
         if solver.stop_reason is not None:
             where = f"iteration {solver.iterations}"
             raise self._stopped(solver.stop_reason, where, solver.position)
+        t_eval = time.perf_counter()
         summary, warnings = finish_full_batch(solver, objective.data, hooks.test, comm, self.base)
+        seconds = time.perf_counter() - t_eval
+        self.times.train += seconds
+        self.times.evaluation += seconds
         assert summary.fullbatch is not None
         self.console.log(summary.fullbatch.message)
         return summary, warnings, wall

@@ -1,287 +1,388 @@
-"""Full-batch solvers: time to ‖∇F‖∞ <= target, and the cost of one evaluation.
+"""Full-batch solvers on W1, W3 and W2: wall time to ‖∇F‖∞ <= target, side by side.
 
 Usage::
 
-    python scripts/bench/fullbatch.py [--rows 200000] [--features 100] [--l2 5e-6]
-                                      [--target 1e-8] [--ranks 2] [--reps 3]
-                                      [--root /tmp/mpi_sgd-bench-fullbatch]
+    python scripts/bench/fullbatch.py [--workloads W1,W3,W2] [--scale F] [--w2-scale F]
+        [--target 1e-8] [--reps 3] [--ranks 2] [--passes 10] [--smoke]
+        [--out docs/benchmarks-fullbatch.md] [--raw RAW.json] [--cache DIR]
 
-The problem: dense logistic regression, ``X ~ N(0, 1)`` (float64, seeded), labels drawn from
-a logistic model with ``w ~ N(0, 1/d)``; ``F = mean log-loss + l2/2 ‖w‖²`` (scikit-learn's
-``C = 1 / (n l2)``; the default ``l2 = 1/n`` is its ``C = 1``). Side by side, load excluded:
+The workloads are those of the bench suite (:mod:`workloads`, generated once and cached),
+``F = mean loss + l2/2 ‖coef‖²`` with ``l2 = 1/n_train`` (binary logistic on W1 and W2, softmax
+on W3). Systems, each launch a separate process, load excluded from the timing:
 
-* mpi_sgd ``lbfgs``, ``newton`` (Cholesky) and ``newton`` (CG) under ``mpiexec -n R``, one BLAS
-  thread per rank, each rank holding its contiguous rows in memory;
-* scikit-learn ``LogisticRegression`` (``lbfgs``, ``newton-cholesky``) and scipy's
-  ``L-BFGS-B`` on one process with R BLAS threads, ``tol`` tightened tenfold until the target is
-  met.
+* mpi_sgd ``lbfgs``, ``newton`` (``auto``) and the other Newton method where the model's size
+  allows it, under ``mpiexec -n R`` with one BLAS thread per rank (:mod:`fullbatch_workers`);
+* scikit-learn ``LogisticRegression`` (``lbfgs``; ``newton-cholesky`` where its Hessian fits in
+  memory), ``C = 1/(n l2)``, and scipy's ``L-BFGS-B`` on the same objective
+  (:mod:`fullbatch_ref`), one process with R BLAS threads;
+* Spark ML ``LogisticRegression`` would run with ``local[R]`` where pyspark and a Java runtime
+  are installed; it is not implemented, and the report says whether it was available;
+* for context, mpi_sgd's SGD (``python -m mpi_sgd.train``, the bench suite's settings) and its
+  time to a test log-loss within 0.1% of the optimum's (:func:`report.time_to_target`).
 
-Every returned coefficient vector is scored by one reference (numpy, the whole data set:
-``‖∇F‖∞``); a run counts only when that score meets the target. Per evaluation, mpi_sgd's
-``loss_gradient`` (one pass and one Allreduce) is timed against the streaming floor of the same
-rank's rows: ``s = X w``, ``r = σ(s) - y``, ``g = rᵀ X`` in numpy, no communication. Prints a
-markdown table and one JSON line per measurement. Figures are medians over ``--reps`` runs.
+**Calibration, then repetitions.** Every full-batch system first runs with ``tol = target``;
+its returned coefficients are scored by the one reference (numpy, the whole training set:
+:func:`fullbatch_ref.grad_inf`), and while the score misses the target the run is repeated with
+``tol`` ten times smaller (at most :data:`TIGHTENINGS` times). Then ``--reps`` repetitions at
+the calibrated tolerances, each repetition launching every system once, in turn, starting one
+system later each time (A B C, B C A, ...); every returned solution is scored again. Each
+repetition also times one evaluation against the streaming floor (``fullbatch_workers floor``)
+at the optimum. Times are medians (min–max) over the repetitions; ratios are paired per
+repetition.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
 import json
 import os
-import statistics
-import subprocess
+import shlex
+import shutil
 import sys
+import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 
+import machine
 import numpy as np
-from scipy.special import expit
+from fullbatch_ref import grad_inf, load_rows, mean_log_loss
+from fullbatch_render import render
+from launch import ROOT, mpi_cmd, py_cmd, run, script
+from report import TARGET_GAP, time_to_target
+from systems import Settings, run_mpi_sgd
+from threadpoolctl import threadpool_limits
+from workloads import DEFAULT_CACHE, WorkloadData, ensure_workload
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MPI_SOLVERS = {"lbfgs": ("lbfgs", None), "newton-cholesky": ("newton", "cholesky")}
-MPI_SOLVERS["newton-cg"] = ("newton", "cg")
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def make_data(root: str, rows: int, features: int, seed: int = 0) -> None:
-    """``X.npy``, ``y.npy`` and ``w.npy`` (the generating model) under ``root``, once."""
-    if os.path.exists(os.path.join(root, "y.npy")):
-        return
-    os.makedirs(root, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((rows, features))
-    w = rng.standard_normal(features) / np.sqrt(features)
-    y = (rng.random(rows) < expit(X @ w + 0.5)).astype(np.float64)
-    np.save(os.path.join(root, "X.npy"), X)
-    np.save(os.path.join(root, "y.npy"), y)
+SMOKE_SCALE = 0.002
+W2_SCALE = 0.5  # as scripts/bench/run.py: W2's row-count factor relative to --scale
+TIGHTENINGS = 4  # tol down to target * 1e-4
+SGD_EPOCHS = {"W1": 4, "W3": 6, "W2": 6}
+SGD_BATCH = 256  # rows per rank per step, the bench suite's smaller batch
+MAX_CHOLESKY_AUTO = 4096  # mpi_sgd.solvers.newton.DEFAULT_MAX_CHOLESKY_PARAMS
+MAX_HESSIAN = 16_384  # mpi_sgd.model.objective.MAX_HESSIAN_PARAMS
+SK_HESSIAN_GIB = 8.0  # scikit-learn newton-cholesky is run while its Hessian takes less
 
 
-def grad_inf(X: np.ndarray, y: np.ndarray, coef: np.ndarray, b: float, l2: float) -> float:
-    """The reference scorer: ``‖∇F‖∞`` at ``(coef, b)`` over the whole data set (chunked)."""
-    g, gb = l2 * coef, 0.0
-    n = X.shape[0]
-    for start in range(0, n, 65_536):
-        Xc, yc = X[start : start + 65_536], y[start : start + 65_536]
-        r = expit(Xc @ coef + b) - yc
-        g = g + (r @ Xc) / n
-        gb += float(r.sum()) / n
-    return float(max(np.abs(g).max(), abs(gb)))
+@dataclass(frozen=True)
+class System:
+    """One compared system: how to launch it."""
+
+    name: str
+    kind: str  # "mpi" or "peer"
+    args: tuple[str, ...]
 
 
-# ---------------------------------------------------------------------------- mpi worker
-def worker(a: argparse.Namespace) -> None:
-    """Under mpiexec: fit with one mpi_sgd solver, time evaluations and the floor."""
-    from threadpoolctl import threadpool_limits
+@dataclass
+class Launch:
+    """One launch's figures (``rep`` -1: a calibration run)."""
 
-    threadpool_limits(1)
-    from mpi_sgd.comm import Communicator
-    from mpi_sgd.model.linear import LinearModel
-    from mpi_sgd.model.losses import get_loss
-    from mpi_sgd.model.objective import DistributedObjective, EvalData
-    from mpi_sgd.solvers.lbfgs import LBFGSSolver
-    from mpi_sgd.solvers.newton import make_newton
-
-    comm = Communicator()
-    y_all = np.load(os.path.join(a.root, "y.npy"), mmap_mode="r")
-    n = y_all.shape[0]
-    lo, hi = n * comm.rank // comm.size, n * (comm.rank + 1) // comm.size
-    X = np.array(np.load(os.path.join(a.root, "X.npy"), mmap_mode="r")[lo:hi])  # in memory
-    y = np.array(y_all[lo:hi])
-    name, method = MPI_SOLVERS[a.solver]
-    loss = get_loss("logistic")
-    results = []
-    for _ in range(a.reps):
-        model = LinearModel(loss, X.shape[1], 1)
-        objective = DistributedObjective(
-            model, EvalData(X, loss.encode(y.astype(np.int64))), comm, a.l2, 0.0
-        )
-        if name == "lbfgs":
-            solver = LBFGSSolver(objective, tol=a.target, max_iter=10_000)
-        else:
-            solver = make_newton(objective, method=method, tol=a.target, max_iter=10_000)
-        comm.barrier()
-        t0 = time.perf_counter()
-        solver.fit()
-        comm.barrier()
-        results.append(
-            {
-                "seconds": time.perf_counter() - t0,
-                "iterations": solver.iterations,
-                "evaluations": solver.evaluations,
-                "hessian_products": solver.hessian_products,
-                "termination": solver.result.termination,
-            }
-        )
-    # one evaluation (pass + Allreduce) vs the local streaming floor, at the solution
-    params = model.params.copy()
-    evals, floors = [], []
-    w, b = params[:-1].copy(), float(params[-1])
-    g = np.empty(X.shape[1])
-    for _ in range(a.passes):
-        comm.barrier()
-        t0 = time.perf_counter()
-        objective.loss_gradient(params)
-        comm.barrier()
-        evals.append(time.perf_counter() - t0)
-        comm.barrier()
-        t0 = time.perf_counter()
-        s = X @ w
-        s += b
-        r = expit(s, out=s)
-        r -= y
-        np.matmul(r, X, out=g)
-        comm.barrier()
-        floors.append(time.perf_counter() - t0)
-    if comm.is_root:
-        np.save(os.path.join(a.root, f"params-{a.solver}.npy"), params)
-        best = min(results, key=lambda r: r["seconds"])
-        print(
-            json.dumps(
-                {
-                    "system": f"mpi_sgd {a.solver}",
-                    "ranks": comm.size,
-                    "seconds": statistics.median(r["seconds"] for r in results),
-                    "seconds_min": best["seconds"],
-                    **{k: v for k, v in results[-1].items() if k != "seconds"},
-                    "evaluation_seconds": statistics.median(evals),
-                    "floor_seconds": statistics.median(floors),
-                }
-            ),
-            flush=True,
-        )
+    system: str
+    workload: str
+    rep: int
+    tol: float = float("nan")
+    seconds: float | None = None
+    grad_inf: float | None = None
+    error: str | None = None
+    wall: float = 0.0
+    figures: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------- one-process systems
-def single_process(a: argparse.Namespace, X: np.ndarray, y: np.ndarray) -> list[dict]:
-    from scipy.optimize import minimize
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    n = X.shape[0]
-    out = []
-    with threadpool_limits(a.ranks):
-        for solver in ("lbfgs", "newton-cholesky"):
-            tol = a.target
-            while True:
-                times = []
-                for _ in range(a.reps):
-                    clf = LogisticRegression(
-                        C=1.0 / (n * a.l2), solver=solver, tol=tol, max_iter=10_000
-                    )
-                    t0 = time.perf_counter()
-                    clf.fit(X, y)
-                    times.append(time.perf_counter() - t0)
-                score = grad_inf(X, y, clf.coef_[0], float(clf.intercept_[0]), a.l2)
-                if score <= a.target or tol < 1e-15:
-                    break
-                tol /= 10
-            out.append(
-                {
-                    "system": f"scikit-learn {solver}",
-                    "seconds": statistics.median(times),
-                    "tol": tol,
-                    "iterations": int(clf.n_iter_[0]),
-                    "grad_inf": score,
-                }
-            )
-
-        def fg(t: np.ndarray) -> tuple[float, np.ndarray]:
-            z = X @ t[:-1] + t[-1]
-            f = float(np.mean(np.logaddexp(0.0, z) - y * z)) + 0.5 * a.l2 * float(t[:-1] @ t[:-1])
-            r = (expit(z) - y) / n
-            return f, np.concatenate([r @ X + a.l2 * t[:-1], [r.sum()]])
-
-        gtol = a.target
-        while True:
-            times = []
-            for _ in range(a.reps):
-                t0 = time.perf_counter()
-                res = minimize(
-                    fg,
-                    np.zeros(X.shape[1] + 1),
-                    jac=True,
-                    method="L-BFGS-B",
-                    options={"gtol": gtol, "ftol": 0.0, "maxiter": 10_000},
-                )
-                times.append(time.perf_counter() - t0)
-            score = grad_inf(X, y, res.x[:-1], float(res.x[-1]), a.l2)
-            if score <= a.target or gtol < 1e-15:
-                break
-            gtol /= 10
-        out.append(
-            {
-                "system": "scipy L-BFGS-B",
-                "seconds": statistics.median(times),
-                "tol": gtol,
-                "iterations": int(res.nit),
-                "evaluations": int(res.nfev),
-                "grad_inf": score,
-            }
-        )
-    return out
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", nargs="?", default="run", choices=["run", "worker"])
-    p.add_argument("--rows", type=int, default=200_000)
-    p.add_argument("--features", type=int, default=100)
-    p.add_argument("--l2", type=float, default=None, help="default 1/rows (scikit-learn's C=1)")
-    p.add_argument("--target", type=float, default=1e-8)
-    p.add_argument("--ranks", type=int, default=2)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--passes", type=int, default=20)
-    p.add_argument("--solver", default="lbfgs", choices=sorted(MPI_SOLVERS))
-    p.add_argument("--root", default="/tmp/mpi_sgd-bench-fullbatch")
-    a = p.parse_args()
-    if a.l2 is None:
-        a.l2 = 1.0 / a.rows
-    if a.mode == "worker":
-        worker(a)
-        return
-    make_data(a.root, a.rows, a.features)
-    X, y = np.load(os.path.join(a.root, "X.npy")), np.load(os.path.join(a.root, "y.npy"))
-    rows = []
-    env = {**os.environ, **{v: "1" for v in THREAD_VARS}, "PYTHONPATH": ROOT}
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    for solver in MPI_SOLVERS:
-        cmd = [mpiexec, "-n", str(a.ranks), sys.executable, os.path.abspath(__file__), "worker"]
-        cmd += [
-            "--solver",
-            solver,
-            "--root",
-            a.root,
-            "--l2",
-            repr(a.l2),
-            "--target",
-            repr(a.target),
-        ]
-        cmd += ["--reps", str(a.reps), "--passes", str(a.passes)]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=3600, check=True
-        )
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        params = np.load(os.path.join(a.root, f"params-{solver}.npy"))
-        row["grad_inf"] = grad_inf(X, y, params[:-1], float(params[-1]), a.l2)
-        rows.append(row)
-    rows += single_process(a, X, y)
-    for row in rows:
-        print(json.dumps(row))
-    print(
-        f"\n{a.rows} x {a.features} dense logistic, l2 = {a.l2:.3g}, target ‖∇F‖∞ <= {a.target:g}, "
-        f"{a.ranks} ranks x 1 thread / 1 process x {a.ranks} threads, median of {a.reps}\n"
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="scripts/bench/fullbatch.py", description=__doc__.split("\n\n")[0]
     )
-    print("| system | seconds | iterations | evaluations | ‖∇F‖∞ (reference) | eval / floor |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        cost = ""
-        if "floor_seconds" in r:
-            ratio = r["evaluation_seconds"] / r["floor_seconds"]
-            cost = f"{ratio:.2f} ({r['evaluation_seconds'] * 1e3:.1f} ms)"
-        print(
-            f"| {r['system']} | {r['seconds']:.3f} | {r.get('iterations', '')} | "
-            f"{r.get('evaluations', '')} | {r['grad_inf']:.2e} | {cost} |"
+    p.add_argument("--workloads", default="W1,W3,W2", help="comma-separated (default %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0, help="row-count factor (default 1)")
+    p.add_argument("--w2-scale", type=float, help=f"W2's factor (default {W2_SCALE:g} x --scale)")
+    p.add_argument("--target", type=float, default=1e-8, help="‖∇F‖∞ to reach (default 1e-8)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (default %(default)s)")
+    p.add_argument("--ranks", type=int, default=2, help="MPI ranks = peers' threads (default 2)")
+    p.add_argument("--passes", type=int, default=10, help="timed evaluations per floor launch")
+    p.add_argument("--smoke", action="store_true", help=f"scale {SMOKE_SCALE:g}, 1 rep, 3 passes")
+    p.add_argument("--no-sgd", action="store_true", help="skip the SGD context runs")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks-fullbatch.md"))
+    p.add_argument("--raw", help="also write every launch's figures as JSON here")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="data cache (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per launch")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.scale, a.reps, a.passes = SMOKE_SCALE, 1, 3
+        a.w2_scale = a.w2_scale or SMOKE_SCALE
+    a.w2_scale = a.w2_scale or W2_SCALE * a.scale
+    return a
+
+
+# ------------------------------------------------------------------------------ systems
+def systems_for(w: WorkloadData) -> tuple[list[System], list[str]]:
+    """The full-batch systems run on ``w``, and one note per system left out (and why)."""
+    P = w.n_params
+    auto = "cholesky" if P <= MAX_CHOLESKY_AUTO else "cg"
+    other = "cg" if auto == "cholesky" else "cholesky"
+    out = [
+        System("mpi_sgd lbfgs", "mpi", ("--solver", "lbfgs")),
+        System(f"mpi_sgd newton (auto: {auto})", "mpi", ("--solver", "newton", "--method", "auto")),
+    ]
+    notes = []
+    if other == "cg" or P <= MAX_HESSIAN:
+        out.append(
+            System(f"mpi_sgd newton ({other})", "mpi", ("--solver", "newton", "--method", other))
         )
+    else:
+        notes.append(
+            f"mpi_sgd newton (cholesky): not run, P = {P:,} exceeds the {MAX_HESSIAN:,} "
+            "parameters whose exact Hessian mpi_sgd forms (it refuses)"
+        )
+    out.append(System("scikit-learn lbfgs", "peer", ("--system", "sklearn-lbfgs")))
+    hessian_gib = 8.0 * (w.n_features + 1) ** 2 * max(w.n_outputs, 1) ** 2 / 2**30
+    if hessian_gib < SK_HESSIAN_GIB:
+        out.append(
+            System("scikit-learn newton-cholesky", "peer", ("--system", "sklearn-newton-cholesky"))
+        )
+    else:
+        notes.append(
+            f"scikit-learn newton-cholesky: not run, its dense Hessian of P = {P:,} parameters "
+            f"would take {hessian_gib:,.0f} GiB"
+        )
+    out.append(System("scipy L-BFGS-B", "peer", ("--system", "scipy-lbfgsb")))
+    return out, notes
+
+
+def spark_note() -> str:
+    """Whether Spark ML could have run (it is an optional peer)."""
+    have_pyspark = importlib.util.find_spec("pyspark") is not None
+    java = shutil.which("java")
+    if have_pyspark and java:
+        return "Spark ML: pyspark and Java are installed, but this script has no Spark runner yet."
+    missing = [
+        *([] if have_pyspark else ["pyspark is not installed"]),
+        *([] if java else ["no Java runtime on PATH"]),
+    ]
+    return f"Spark ML `LogisticRegression` (`local[2]`): skipped, {' and '.join(missing)}."
+
+
+# ------------------------------------------------------------------------------ launches
+class Bench:
+    """The data of one workload held for scoring, and the launches made on it."""
+
+    def __init__(self, w: WorkloadData, a: argparse.Namespace, work: str) -> None:
+        self.w, self.a, self.work = w, a, work
+        self.k = w.n_outputs
+        self.X, self.y = load_rows(w.train, in_memory=False)
+        self.launches: list[Launch] = []
+        self.best: tuple[float, str] | None = None  # (reference ‖∇F‖∞, params file)
+
+    def _common(self) -> list[str]:
+        return [
+            "--train",
+            self.w.train,
+            "--classes",
+            str(self.w.n_classes),
+            "--l2",
+            repr(self.w.l2),
+        ]
+
+    def fit(self, s: System, tol: float, rep: int) -> Launch:
+        """Launch ``s`` once at ``tol`` and score what it returns."""
+        params = os.path.join(self.work, f"{self.w.name}-{len(self.launches)}.npy")
+        args = [*self._common(), *s.args, "--tol", repr(tol), "--params", params]
+        if s.kind == "mpi":
+            res = run(
+                mpi_cmd(
+                    self.a.ranks, ["-m", "mpi4py", script("fullbatch_workers.py"), "mpi", *args]
+                ),
+                self.a.timeout,
+            )
+        else:
+            args += ["--threads", str(self.a.ranks)]
+            res = run(
+                py_cmd([script("fullbatch_workers.py"), "peer", *args]),
+                self.a.timeout,
+                threads=self.a.ranks,
+            )
+        out = Launch(s.name, self.w.name, rep, tol, wall=res.seconds)
+        if not res.ok or not res.records or not os.path.exists(params):
+            out.error = res.error() if not res.ok else "no result reported"
+        else:
+            out.figures = res.records[-1]
+            out.seconds = float(out.figures["seconds"])
+            with threadpool_limits(self.a.ranks):
+                out.grad_inf = grad_inf(np.load(params), self.X, self.y, self.w.l2, self.k)
+            if self.best is None or out.grad_inf < self.best[0]:
+                self.best = (out.grad_inf, params)
+        self.launches.append(out)
+        _log(out)
+        return out
+
+    def calibrate(self, s: System) -> float | None:
+        """The largest ``target / 10^j`` whose run meets the target (None: none did)."""
+        tol = self.a.target
+        for _ in range(TIGHTENINGS + 1):
+            r = self.fit(s, tol, -1)
+            if r.error is not None:
+                return None
+            if r.grad_inf is not None and r.grad_inf <= self.a.target:
+                return tol
+            tol /= 10
+        return None
+
+    def floor(self, rep: int) -> Launch:
+        """One evaluation against the streaming floor, at the best solution found."""
+        assert self.best is not None
+        args = [*self._common(), "--theta", self.best[1], "--passes", str(self.a.passes)]
+        res = run(
+            mpi_cmd(self.a.ranks, ["-m", "mpi4py", script("fullbatch_workers.py"), "floor", *args]),
+            self.a.timeout,
+        )
+        out = Launch("floor", self.w.name, rep, wall=res.seconds)
+        if res.ok and res.records:
+            out.figures = res.records[-1]
+        else:
+            out.error = res.error()
+        self.launches.append(out)
+        _log(out)
+        return out
+
+    def sgd(self, rep: int, target_loss: float) -> Launch:
+        """mpi_sgd's SGD (the trainer, the bench suite's settings) and its time-to-target."""
+        from run import lr_for
+
+        batch = SGD_BATCH
+        lr = lr_for(batch, argparse.Namespace(lr=None), self.w)
+        epochs = SGD_EPOCHS.get(self.w.name, 4)
+        s = Settings(batch, epochs, lr, "invscaling", self.a.ranks, self.a.timeout)
+        r = run_mpi_sgd(self.w, s, rep)
+        out = Launch("mpi_sgd sgd", self.w.name, rep, wall=r.wall_seconds, error=r.error)
+        if r.error is None:
+            out.seconds = time_to_target(r, target_loss)
+            out.figures = {
+                "batch": batch,
+                "lr": lr,
+                "epochs": epochs,
+                "target_loss": target_loss,
+                "test_losses": [e.get("test_loss") for e in r.epochs],
+                "train_seconds": [e["train_seconds"] for e in r.epochs],
+            }
+        self.launches.append(out)
+        _log(out)
+        return out
+
+
+def _log(r: Launch) -> None:
+    what = r.error or (f"{r.seconds:.3f} s" if r.seconds is not None else "target not reached")
+    if r.grad_inf is not None:
+        what += f", reference ‖∇F‖∞ {r.grad_inf:.2e}"
+    if r.system == "floor" and r.figures:
+        what = f"evaluation / floor {r.figures['ratio']:.3f}"
+    tag = "calibration" if r.rep < 0 else f"rep {r.rep + 1}"
+    print(
+        f"[{r.workload} {tag}] {r.system} tol {r.tol:g}: {what} (launch {r.wall:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _rotated(items: list, k: int) -> list:
+    k %= max(len(items), 1)
+    return items[k:] + items[:k]
+
+
+def bench_workload(w: WorkloadData, a: argparse.Namespace, work: str) -> dict:
+    """Calibrate, then run the repetitions of one workload; its figures for the report."""
+    b = Bench(w, a, work)
+    systems, notes = systems_for(w)
+    tols: dict[str, float | None] = {s.name: b.calibrate(s) for s in systems}
+    optimum_test = None
+    if b.best is not None:
+        Xt, yt = load_rows(w.test, in_memory=False)
+        with threadpool_limits(a.ranks):
+            optimum_test = mean_log_loss(np.load(b.best[1]), Xt, yt, w.n_outputs)
+    plan: list[object] = [s for s in systems if tols[s.name] is not None]
+    plan.append("floor")
+    if not a.no_sgd and optimum_test is not None:
+        plan.append("sgd")
+    for rep in range(a.reps):
+        for item in _rotated(plan, rep):
+            if item == "floor":
+                if b.best is not None:
+                    b.floor(rep)
+            elif item == "sgd":
+                b.sgd(rep, optimum_test * (1 + TARGET_GAP))
+            else:
+                b.fit(item, tols[item.name], rep)  # type: ignore[union-attr]
+    return {
+        "workload": asdict(w),
+        "n_params": w.n_params,
+        "systems": [s.name for s in systems],
+        "tols": tols,
+        "notes": notes,
+        "optimum_grad_inf": b.best[0] if b.best else None,
+        "optimum_test_loss": optimum_test,
+        "launches": [asdict(r) for r in b.launches],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    t0 = time.perf_counter()
+    started = datetime.datetime.now().astimezone()
+    load_before = machine.load_average()
+    names = [n.strip() for n in a.workloads.split(",") if n.strip()]
+    data = [ensure_workload(n, a.w2_scale if n == "W2" else a.scale, a.cache) for n in names]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mpi_sgd_fullbatch_") as work:
+        for w in data:
+            results.append(bench_workload(w, a, work))
+    info = {
+        "command": "python scripts/bench/fullbatch.py "
+        + shlex.join(argv if argv else sys.argv[1:]),
+        "date": started.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine.describe(),
+        "load": (load_before, machine.load_average()),
+        "minutes": (time.perf_counter() - t0) / 60,
+        "ranks": a.ranks,
+        "target": a.target,
+        "reps": a.reps,
+        "scales": {w.name: (a.w2_scale if w.name == "W2" else a.scale) for w in data},
+        "spark": spark_note(),
+        "sgd_batch": SGD_BATCH,
+    }
+    text = render(info, results) + kept_section(a.out)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    if a.raw:
+        with open(a.raw, "w", encoding="utf-8") as fh:
+            json.dump({"info": info, "results": results}, fh, indent=1)
+    failed = [r for res in results for r in res["launches"] if r["error"]]
+    print(
+        f"wrote {a.out} in {info['minutes']:.1f} min; {len(failed)} launches failed",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+PROFILE_BEGIN, PROFILE_END = "<!-- profile:begin -->", "<!-- profile:end -->"
+
+
+def kept_section(path: str) -> str:
+    """The hand-written profile section of the existing ``path`` (between the markers), kept
+    when the figures are regenerated."""
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8") as fh:
+        old = fh.read()
+    if PROFILE_BEGIN not in old or PROFILE_END not in old:
+        return ""
+    return (
+        "\n"
+        + PROFILE_BEGIN
+        + old.split(PROFILE_BEGIN, 1)[1].split(PROFILE_END, 1)[0]
+        + PROFILE_END
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
