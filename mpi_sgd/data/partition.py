@@ -8,6 +8,9 @@ Row (horizontal) partitions:
 * ``random`` — a seeded permutation of all rows is cut into balanced blocks; each rank takes its
   block, sorted (so reads stay in file order).
 
+Column (vertical) partitions: :func:`partition_columns` gives each rank a contiguous, non-empty
+:class:`ColumnBlock` of feature columns, balanced by count or by per-column weights.
+
 Text files are split by bytes (:func:`block_range` on the file size) at line boundaries, and sets
 of shard files by whole files. The classes at the end map global row ids (the row's position in
 the whole data set, independent of the number of ranks) to positions in a rank's local arrays;
@@ -19,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from mpi_sgd.errors import ConfigError
 
 PARTITIONS = ("contiguous", "strided", "random")
 
@@ -153,3 +158,105 @@ class RowOwnership:
         hit = (k >= 0) & (g < stops[k_c])
         out[hit] = local_starts[k_c[hit]] + g[hit] - starts[k_c[hit]]
         return out
+
+
+# ----------------------------------------------------------------------- column partitions
+@dataclass(frozen=True)
+class ColumnBlock:
+    """The contiguous block of feature columns ``[start, stop)`` that a rank owns.
+
+    Feature-partitioned (vertical) training gives each rank all rows of one such block; the
+    blocks of ranks ``0 .. size - 1`` tile ``[0, n_features)`` in rank order.
+    """
+
+    start: int
+    stop: int
+
+    @property
+    def width(self) -> int:
+        """Number of columns in the block."""
+        return self.stop - self.start
+
+    def slice(self) -> slice:
+        """The block as a ``slice`` of the feature axis."""
+        return slice(self.start, self.stop)
+
+
+def column_cuts(n_features: int, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """The ``size + 1`` cut points of a contiguous split of ``n_features`` columns.
+
+    Block ``r`` is ``[cuts[r], cuts[r + 1])``. Without ``weights`` the blocks are balanced by
+    column count (:func:`block_range`: lengths differ by at most one, the longer ones first).
+    With ``weights`` (one non-negative number per column, e.g. its non-zero count) cut ``k`` is
+    the column boundary whose prefix weight is nearest to ``k / size`` of the total, moved just
+    enough that every block keeps at least one column; so, unless that move binds, each block's
+    weight is within the largest single column weight of ``total / size``. All-zero weights
+    fall back to the count split.
+
+    Raises
+    ------
+    ConfigError
+        When there are more ranks than columns (a rank would own no feature): feature
+        partitioning needs ``n_features >= size``.
+    ValueError
+        When ``size < 1`` or ``weights`` is not ``n_features`` finite, non-negative numbers.
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if n_features < size:
+        raise ConfigError(
+            f"cannot partition {n_features} feature column(s) over {size} ranks: every rank "
+            f"needs at least one column; run with at most {n_features} rank(s) or use a row "
+            "partition"
+        )
+    if weights is None:
+        return np.array([block_range(n_features, r, size)[0] for r in range(size)] + [n_features])
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.size != n_features:
+        raise ValueError(f"expected {n_features} column weights, got {w.size}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("column weights must be finite and non-negative")
+    total = float(w.sum())
+    if total == 0.0:
+        return column_cuts(n_features, size)
+    prefix = np.concatenate([[0.0], np.cumsum(w)])
+    cuts = np.empty(size + 1, dtype=np.int64)
+    cuts[0], cuts[size] = 0, n_features
+    for k in range(1, size):
+        target = total * k / size
+        i = int(np.searchsorted(prefix, target))  # prefix[i - 1] < target <= prefix[i]
+        if i > 0 and target - prefix[i - 1] <= prefix[min(i, n_features)] - target:
+            i -= 1
+        cuts[k] = min(max(i, cuts[k - 1] + 1), n_features - (size - k))
+    return cuts
+
+
+def partition_columns(
+    n_features: int, rank: int, size: int, weights: np.ndarray | None = None
+) -> ColumnBlock:
+    """The contiguous block of feature columns that ``rank`` of ``size`` owns.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of feature columns, at least ``size``.
+    rank, size : int
+        This rank and the number of ranks, ``0 <= rank < size``.
+    weights : ndarray of shape (n_features,), optional
+        Per-column cost to balance instead of the column count (non-zeros per column for
+        sparse data). See :func:`column_cuts` for the rule and its bound.
+
+    Returns
+    -------
+    ColumnBlock
+        Non-empty; the blocks of all ranks tile ``[0, n_features)`` in rank order.
+
+    Raises
+    ------
+    ConfigError
+        More ranks than feature columns.
+    """
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"rank {rank} is not in [0, {size})")
+    cuts = column_cuts(n_features, size, weights)
+    return ColumnBlock(int(cuts[rank]), int(cuts[rank + 1]))

@@ -12,7 +12,9 @@ Run as ``python -m mpi_sgd.datasets COMMAND`` (or ``mpi-sgd-datasets COMMAND``):
 ``shard``
     Split a data set in any format into ``K`` balanced blocks of consecutive rows,
     ``DIR/part-00000[.ext]``, ... (a directory of shards that :mod:`mpi_sgd.data.loader` reads,
-    assigning whole shards to ranks), optionally compressed (``--compress``).
+    assigning whole shards to ranks), optionally compressed (``--compress``); with
+    ``--by features``, into ``K`` feature shards (all rows of a block of columns each,
+    :func:`shard_features`), which :func:`mpi_sgd.data.columns.load_column_block` reads.
 ``workload``
     Write one of the benchmark data sets ``W1``, ``W2``, ``W3`` (see :data:`WORKLOADS`), with the
     row counts optionally scaled by ``--scale``.
@@ -73,6 +75,7 @@ import scipy.sparse as sp
 
 from mpi_sgd.comm import Communicator
 from mpi_sgd.data import formats
+from mpi_sgd.data.feature_shards import write_feature_shards
 from mpi_sgd.data.formats import compression, parquet
 from mpi_sgd.data.formats.base import IMPUTE, ReadOptions, WriteOptions
 from mpi_sgd.data.formats.npy import NpyAppender, save_small
@@ -98,6 +101,7 @@ __all__ = [
     "make_dataset",
     "make_workload",
     "shard_dataset",
+    "shard_features",
     "synthetic_source",
     "workload_spec",
 ]
@@ -822,6 +826,30 @@ def shard_dataset(
     return written
 
 
+def shard_features(
+    path: str, n_shards: int, out: str, fmt: str = "auto", read: ReadOptions | None = None
+) -> list[str]:
+    """Split the data set at ``path`` by columns into ``n_shards`` feature shards under ``out``.
+
+    The layout is :mod:`mpi_sgd.data.feature_shards`' (read back by
+    :func:`mpi_sgd.data.columns.load_column_block`): ``out/y.npy`` and ``out/features-00000/``,
+    ... each an npy directory (a CSR directory for sparse input) of all rows of the next block
+    of :func:`block_range(d, k, n_shards) <mpi_sgd.data.partition.block_range>` columns, with
+    ``row_ids.npy``.
+
+    Returns
+    -------
+    list of str
+        The shard directories, then ``out/y.npy``.
+    """
+    path = os.path.normpath(path)
+    if fmt not in INPUT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(INPUT_FORMATS)}, got {fmt!r}")
+    fmt = detect_format(path, fmt)
+    _check_overlap(path, out)
+    return write_feature_shards(path, fmt, n_shards, out, read)
+
+
 def _shard_by_rows(
     path: str, fmt: str, parts: list[str], compress: str, read: ReadOptions
 ) -> list[str]:
@@ -1121,6 +1149,15 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "--shards", required=True, type=_int_at_least(1), metavar="K", help="number of shards"
     )
+    shard.add_argument(
+        "--by",
+        choices=("rows", "features"),
+        default="rows",
+        help="rows: K blocks of consecutive rows (default); features: K feature shards, "
+        "DIR/features-00000/ ... each holding all rows of a contiguous block of columns (npy, "
+        "or CSR for sparse input, with row_ids.npy), plus DIR/y.npy, for feature-partitioned "
+        "training (see docs/data.md, Feature shards)",
+    )
     _add_compress(shard)
     _add_h5(shard)
     shard.add_argument(
@@ -1253,6 +1290,10 @@ def _run_make(args: argparse.Namespace) -> list[str]:
 
 def _run_shard(args: argparse.Namespace) -> list[str]:
     read = ReadOptions(h5_x=args.h5_x, h5_y=args.h5_y)
+    if args.by == "features":
+        if args.compress != "none":
+            raise ConfigError("--compress does not apply to --by features (npy/CSR shards)")
+        return shard_features(args.input, args.shards, args.out, args.input_format, read=read)
     return shard_dataset(
         args.input, args.shards, args.out, args.input_format, args.compress, read=read
     )
