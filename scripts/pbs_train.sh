@@ -34,7 +34,7 @@ on_stop_signal() {
     stop_signal=$1
     if [ -n "$launcher" ]; then
         echo "mpi_sgd: got SIG$1, asking the ranks to checkpoint and stop"
-        kill -s "$1" "$launcher" 2>/dev/null || true
+        kill -s USR1 "$launcher" 2>/dev/null || true
     else
         echo "mpi_sgd: got SIG$1 before the ranks were started"
     fi
@@ -157,7 +157,7 @@ if [ -z "$stop_signal" ]; then
         ${extra[@]+"${extra[@]}"} ${CHECKPOINT_ARGS[@]+"${CHECKPOINT_ARGS[@]}"} &
     launcher=$!
     if [ -n "$stop_signal" ]; then   # arrived while the launcher was being started
-        kill -s "$stop_signal" "$launcher" 2>/dev/null || true
+        kill -s USR1 "$launcher" 2>/dev/null || true
     fi
     while :; do
         rc=0
@@ -199,7 +199,7 @@ fi
 # The trainer's own account (its last "stopped" record): --stop-after, SIGTERM or SIGUSR1.
 reason=$(tail -n +"$((metrics_lines + 1))" "$METRICS" 2>/dev/null | grep '"event": "stopped"' \
          | tail -n 1 | sed -n 's/.*"reason": "\([^"]*\)".*/\1/p' || true)
-if [ "$stop_signal" = USR1 ] || [[ "$reason" == SIGUSR1* ]]; then
+if [ "$stop_signal" = USR1 ] || { [ "$stop_signal" != TERM ] && [[ "$reason" == SIGUSR1* ]]; }; then
     why="SIGUSR1 (qsig -s USR1)"
 elif [[ "$reason" == --stop-after* ]] && [ "$stop_signal" != TERM ]; then
     why="the walltime (--stop-after $stop_after)"
@@ -207,7 +207,8 @@ elif [ "$elapsed" -ge $(( WALLTIME_SECONDS - 5 )) ]; then
     why="the walltime"   # PBS's own kill at the walltime: STOP_MARGIN was too small
 else
     # qdel, or a preemption (PBS requeues a rerunnable job itself): never resubmit.
-    echo "mpi_sgd: stopped by ${reason:-SIG${stop_signal:-TERM}} (qdel or preemption): checkpoint" \
+    by=${stop_signal:+SIG$stop_signal}   # what this shell got; else the trainer's account
+    echo "mpi_sgd: stopped by ${by:-${reason:-SIGTERM}} (qdel or preemption): checkpoint" \
          "written to $CHECKPOINT_DIR, not resubmitting. To continue, submit again:" \
          "qsub -v OUTPUT=$OUTPUT $SELF (a preempted, rerunnable job is requeued by PBS itself)"
     exit "$rc"

