@@ -9,7 +9,9 @@
 
 ``mpiexec -n R python fullbatch_workers.py floor --train DIR --classes K --l2 L --theta P.npy``
     per rank, at ``theta``: mpi_sgd's ``loss_gradient`` (one pass and one Allreduce), the same
-    with the curvature stored, one ``hessian_vector``, and the streaming floor of the rank's
+    with the curvature stored, one ``hessian_vector``, ``loss_gradient`` over the rank's first
+    :data:`SMALL_ROWS` rows and the bare Allreduce of ``P + 3`` values (the scaling model's
+    fixed cost and communication), and the streaming floor of the rank's
     rows, interleaved ``--passes`` times, each between barriers (so a pass lasts until the
     slower rank ends). The floor is the faster of ``s = X w; g = sᵀ X`` on the whole slice (two
     streams; for softmax ``S = X Wᵀ; G = Sᵀ X``) and the same block by block (blocks of
@@ -39,6 +41,7 @@ from fullbatch_ref import from_sklearn, load_rows, n_rows, objective
 from threadpoolctl import threadpool_limits
 
 MAX_ITER = 100_000
+SMALL_ROWS = 1024  # the floor launch also times an evaluation over this many rows per rank
 
 
 def _peak_rss_mb() -> float:
@@ -49,19 +52,24 @@ def _peak_rss_mb() -> float:
 def _objective(a: argparse.Namespace):
     """This rank's rows and mpi_sgd's objective over them (parameters at zero)."""
     from mpi_sgd.comm import Communicator
-    from mpi_sgd.model.linear import LinearModel
-    from mpi_sgd.model.losses import get_loss
-    from mpi_sgd.model.objective import DistributedObjective, EvalData
 
     comm = Communicator()
     n = n_rows(a.train)
     lo, hi = n * comm.rank // comm.size, n * (comm.rank + 1) // comm.size
     X, y = load_rows(a.train, lo, hi, in_memory=True)
-    loss = get_loss("softmax" if a.classes > 2 else "logistic")
     k = a.classes if a.classes > 2 else 1
+    return comm, X, y, k, _make_objective(comm, X, y, k, a.l2)
+
+
+def _make_objective(comm, X, y, k: int, l2: float):
+    from mpi_sgd.model.linear import LinearModel
+    from mpi_sgd.model.losses import get_loss
+    from mpi_sgd.model.objective import DistributedObjective, EvalData
+
+    loss = get_loss("softmax" if k > 1 else "logistic")
     model = LinearModel(loss, X.shape[1], k)
     data = EvalData(X, loss.encode(y.astype(np.int64)))
-    return comm, X, y, k, DistributedObjective(model, data, comm, a.l2, 0.0)
+    return DistributedObjective(model, data, comm, l2, 0.0)
 
 
 def run_mpi(a: argparse.Namespace) -> None:
@@ -110,7 +118,10 @@ def run_floor(a: argparse.Namespace) -> None:
     """One evaluation, its variants and the streaming floor, interleaved (module docstring)."""
     from mpi_sgd.model.blocks import block_rows
 
-    comm, X, _, k, objective_ = _objective(a)
+    comm, X, y, k, objective_ = _objective(a)
+    small = _make_objective(comm, X[:SMALL_ROWS], y[:SMALL_ROWS], k, a.l2)
+    buf = np.zeros(objective_.n_params + 3)
+    allreduce = comm.inplace_sum_for(buf)
     theta = np.load(a.theta)
     d = X.shape[1]
     W = np.ascontiguousarray(theta[: k * d].reshape(k, d))
@@ -147,6 +158,8 @@ def run_floor(a: argparse.Namespace) -> None:
         "evaluation": lambda: objective_.loss_gradient(theta),
         "evaluation_curvature": lambda: objective_.loss_gradient(theta, curvature=True),
         "hessian_vector": lambda: objective_.hessian_vector(v, hv_out),
+        "evaluation_small": lambda: small.loss_gradient(theta),
+        "allreduce": allreduce,
         "floor_two_streams": two_streams,
         "floor_blocks": one_stream,
     }
@@ -166,6 +179,7 @@ def run_floor(a: argparse.Namespace) -> None:
             e / f for e, f in zip(times["evaluation"], floors, strict=True)
         )
         record.update(rows_per_rank=X.shape[0], block_rows=rows, ranks=comm.size)
+        record["small_rows"] = min(SMALL_ROWS, X.shape[0])
         print(json.dumps(record), flush=True)
 
 

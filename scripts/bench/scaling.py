@@ -2,6 +2,7 @@
 
     python scripts/bench/scaling.py [--raw RAW.json] [--out docs/scaling.md]
         [--ranks-per-node 32] [--latency-us 2.0] [--bandwidth-gbs 12.0]
+        [--fullbatch FULLBATCH_RAW.json [--fullbatch-only]]
 
 Per step, on every rank (b rows per rank, d features, k outputs, P = k (d + 1) parameters):
 
@@ -18,6 +19,10 @@ recursive doubling, ``log2(N) (a + n B)``, and Rabenseifner's reduce-scatter + a
 ``2 log2(N) a + 2 (N - 1)/N n B``, with latency ``a`` and inverse bandwidth ``B`` of the
 interconnect. The sparse exchange of :mod:`mpi_sgd.solvers.sparse` is an allgather of every rank's
 touched entries: ``log2(R N) a + (R N - 1) m B`` for ``m`` bytes per rank.
+
+The full-batch solvers' section (one pass and one Allreduce of ``P + 3`` values per evaluation)
+is :mod:`scaling_fullbatch`, fitted to ``fullbatch.py --raw`` (``--fullbatch``; built-in
+constants without it); ``--fullbatch-only`` rewrites only that section of ``--out``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import json
 import math
 import os
 from dataclasses import dataclass
+
+import scaling_fullbatch
 
 # Measured on this 2-core machine (docs/benchmarks.md): raw mpi4py Allreduce between two ranks
 # in shared memory, and one core streaming a W1 row (100 float64) through X @ w and X.T @ r.
@@ -290,8 +297,44 @@ def render(args: argparse.Namespace) -> str:
         " a node share theirs too, so scale `t_row` by the ratio of bandwidth per core (here vs"
         " there) for a memory-bound workload like W1.",
         "",
+        *scaling_fullbatch.render_section(
+            scaling_fullbatch.fits_from_raw(args.fullbatch),
+            lambda nbytes, N: allreduce_us(nbytes, N, R, shm, net),
+            R,
+        ),
     ]
     return "\n".join(lines)
+
+
+def render_fullbatch_only(args: argparse.Namespace) -> str:
+    """``--out`` with only its full-batch section rendered again."""
+    points = load_constants(args.raw)[0] if args.raw else {}
+    if len(points) < 2:  # a line needs two sizes
+        points = scaling_fullbatch.allreduce_points(args.fullbatch)
+    if len(points) < 2:
+        points = dict(DEFAULT_ALLREDUCE_US)
+    _, b_shm = fit_shared_memory(points)
+    shm, net = (1.0, b_shm), (args.latency_us, 1e-3 / args.bandwidth_gbs)
+    R = args.ranks_per_node
+    fitted = ", ".join(f"{n} float64: {us:.1f} us" for n, us in sorted(points.items()))
+    note = (
+        f"The cluster is the one above; the shared-memory Allreduce inside a node has"
+        f" `B = {b_shm * 1e3:.3f} ns/byte`, fitted to {fitted} (this section was generated alone"
+        f" by `python scripts/bench/scaling.py --fullbatch-only --fullbatch {args.fullbatch}"
+        f" --ranks-per-node {R} --latency-us {args.latency_us:g}"
+        f" --bandwidth-gbs {args.bandwidth_gbs:g}`)."
+    )
+    section = scaling_fullbatch.render_section(
+        scaling_fullbatch.fits_from_raw(args.fullbatch),
+        lambda nbytes, N: allreduce_us(nbytes, N, R, shm, net),
+        R,
+        note,
+    )
+    text = ""
+    if os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as fh:
+            text = fh.read()
+    return scaling_fullbatch.replace_section(text, section)
 
 
 def _check_section(fits: dict, shm_fit: tuple[float, float]) -> list[str]:
@@ -340,8 +383,21 @@ def main() -> None:
         default=12.0,
         help="network bandwidth per node, GB/s (HDR100 InfiniBand ~12)",
     )
+    parser.add_argument(
+        "--fullbatch",
+        help="JSON written by fullbatch.py --raw: the full-batch section's fit (optional)",
+    )
+    parser.add_argument(
+        "--fullbatch-only",
+        action="store_true",
+        help="replace only the full-batch section of --out (its Allreduce fitted to"
+        " --fullbatch's own timings unless --raw is given), keeping the rest of the file",
+    )
     args = parser.parse_args()
-    text = render(args)
+    if args.fullbatch_only:
+        text = render_fullbatch_only(args)
+    else:
+        text = render(args)
     with open(args.out, "w") as fh:
         fh.write(text)
     print(text)
