@@ -55,7 +55,7 @@ class Ridge(RegressorMixin, BaseFullBatch):
     solver : {'auto', 'cholesky', 'sparse_cg', 'lbfgs'}, default='auto'
         'cholesky': the exact Hessian summed by one Allreduce and a Cholesky step;
         'sparse_cg': trust-region Newton-CG (conjugate gradients, one Hessian-vector product
-        per step); 'auto': 'cholesky' up to 4096 parameters, else 'sparse_cg'; 'lbfgs':
+        per step); 'auto': 'cholesky' up to 64 parameters, else 'sparse_cg'; 'lbfgs':
         L-BFGS, unconstrained (scikit-learn's 'lbfgs' needs ``positive=True``, which is not
         available). 'svd', 'lsqr', 'sag' and 'saga' raise ValueError.
     verbose : int, default=0

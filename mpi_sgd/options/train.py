@@ -353,7 +353,8 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         "--solver newton: cg (trust-region Newton-CG as LIBLINEAR's TRON: each CG step one "
         "Hessian-vector product, one pass and one Allreduce of P values), cholesky (the exact "
         "P x P Hessian by one Allreduce, a Cholesky step and a line search, as scikit-learn's "
-        "newton-cholesky), auto: cholesky up to 4096 parameters (default: %(default)s)",
+        "newton-cholesky), auto: cholesky up to 64 parameters, where it measured faster "
+        "(default: %(default)s)",
         OPTIMISER,
         choices=NEWTON_METHODS,
         target="train",

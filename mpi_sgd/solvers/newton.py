@@ -33,8 +33,9 @@
     without L2) are left out.
 
 ``"auto"`` — ``"cholesky"`` when the model has at most ``max_cholesky_params`` parameters
-    (4096 by default: a Hessian Allreduce of at most 128 MiB and a factorisation of well under
-    a second), else ``"cg"``.
+    (64 by default: on W1, P = 101, Newton-CG already reached the target in 0.63x the time of
+    Newton-Cholesky, whose Hessian costs about seven passes; docs/benchmarks-fullbatch.md),
+    else ``"cg"``.
 
 Newton needs a twice-differentiable smooth part: plain ``hinge`` is refused (use
 ``squared_hinge``, LIBLINEAR's L2-loss SVM, for which the generalised Hessian is used), and so is
@@ -54,7 +55,8 @@ from mpi_sgd.solvers.fullbatch import FullBatchSolver, StateDict, StateSpec
 from mpi_sgd.solvers.linesearch import F_RTOL, backtracking
 
 METHODS = ("auto", "cg", "cholesky")
-DEFAULT_MAX_CHOLESKY_PARAMS = 4096
+# measured: Newton-CG is faster from P = 101 on (docs/benchmarks-fullbatch.md)
+DEFAULT_MAX_CHOLESKY_PARAMS = 64
 EPS = float(np.finfo(np.float64).eps)
 
 # TRON's constants (tron.cpp)

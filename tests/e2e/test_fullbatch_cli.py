@@ -99,14 +99,15 @@ def test_a_stop_mid_solve_resumes_bitwise_and_on_other_rank_counts(tmp_path, can
     resumed = mpirun(2, [*resumable, "--resume"])
     assert resumed.returncode == 0, resumed
     assert np.array_equal(theta_of(tmp_path / "r"), theta_of(tmp_path / "full"))
-    # the same checkpoint continued by three ranks reaches the same optimum
+    # the same checkpoint continued by three ranks reaches the same optimum, to what
+    # ‖∇F‖∞ <= 1e-10 over the smallest curvature (>= l2 = 1e-3) allows: 1e-7
     other = str(tmp_path / "ckpt3")
     again = [*args, "--checkpoint-dir", other, "--output", str(tmp_path / "r3")]
     stopped = mpirun(2, again, extra_env={"MPI_SGD_FAULTS": "signal@0:5"})
     assert stopped.returncode == 75, stopped
     resumed = mpirun(3, [*again, "--resume"])
     assert resumed.returncode == 0, resumed
-    np.testing.assert_allclose(theta_of(tmp_path / "r3"), theta_of(tmp_path / "full"), atol=1e-8)
+    np.testing.assert_allclose(theta_of(tmp_path / "r3"), theta_of(tmp_path / "full"), atol=1e-7)
 
 
 def test_max_iter_without_convergence_is_warned_and_recorded(tmp_path, cancer):

