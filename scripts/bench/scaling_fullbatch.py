@@ -193,12 +193,16 @@ def render_section(
                 f" {c / (c + m):.0%} | {_us(solve)} | {base / solve:,.1f}× |"
                 f" {base / (N * solve):.0%} |"
             )
-        n80 = (4 * t_eval(1024)[1] - f.fixed_us) / (f.row_ns * 1e-3)
-        if n80 <= 0:
-            share = "any share: the fixed cost of a pass alone outweighs the Allreduce 4 to 1"
-        else:
-            share = f"{n80:,.0f} (a data set of {n80 * 1024 * R:,.0f} rows)"
-        lines += ["", f"Rows per rank for an 80 % compute share at 1,024 nodes: {share}.", ""]
+        half = next((N for N in NODES if base / (N * t_solve(N)) < 0.5), None)
+        floor_us = f.passes * (f.fixed_us + t_eval(NODES[-1])[1])
+        lines += [
+            "",
+            "Strong-scaling efficiency falls below 50 % "
+            + (f"at {half:,} nodes" if half else f"beyond {NODES[-1]:,} nodes")
+            + "; however many nodes, a solve costs at least `passes (t_fixed + T_allreduce)` ="
+            f" {_us(floor_us)}.",
+            "",
+        ]
     lines += _hessian_lines(fits, allreduce, R)
     lines += [
         "Reading the tables:",
