@@ -60,8 +60,6 @@ W2_SCALE = 0.5  # as scripts/bench/run.py: W2's row-count factor relative to --s
 TIGHTENINGS = 4  # tol down to target * 1e-4
 SGD_EPOCHS = {"W1": 4, "W3": 6, "W2": 6}
 SGD_BATCH = 256  # rows per rank per step, the bench suite's smaller batch
-MAX_CHOLESKY_AUTO = 4096  # mpi_sgd.solvers.newton.DEFAULT_MAX_CHOLESKY_PARAMS
-MAX_HESSIAN = 16_384  # mpi_sgd.model.objective.MAX_HESSIAN_PARAMS
 REFERENCES = ("scikit-learn lbfgs", "scikit-learn newton-cholesky")  # the targets' yardsticks
 SK_HESSIAN_GIB = 8.0  # scikit-learn newton-cholesky is run while its Hessian takes less
 
@@ -73,6 +71,7 @@ class System:
     name: str
     kind: str  # "mpi" or "peer"
     args: tuple[str, ...]
+    label: str | None = None  # mpi_sgd: the solver's own label, checked against what ran
 
 
 @dataclass
@@ -128,17 +127,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------ systems
 def systems_for(w: WorkloadData) -> tuple[list[System], list[str]]:
     """The full-batch systems run on ``w``, and one note per system left out (and why)."""
+    from mpi_sgd.model.objective import MAX_HESSIAN_PARAMS as MAX_HESSIAN
+    from mpi_sgd.solvers.newton import DEFAULT_MAX_CHOLESKY_PARAMS, choose_method
+
     P = w.n_params
-    auto = "cholesky" if P <= MAX_CHOLESKY_AUTO else "cg"
+    auto = choose_method("auto", P, DEFAULT_MAX_CHOLESKY_PARAMS)  # the library's own rule
     other = "cg" if auto == "cholesky" else "cholesky"
     out = [
-        System("mpi_sgd lbfgs", "mpi", ("--solver", "lbfgs")),
-        System(f"mpi_sgd newton (auto: {auto})", "mpi", ("--solver", "newton", "--method", "auto")),
+        System("mpi_sgd lbfgs", "mpi", ("--solver", "lbfgs"), "lbfgs"),
+        System(
+            f"mpi_sgd newton (auto: {auto})",
+            "mpi",
+            ("--solver", "newton", "--method", "auto"),
+            f"newton ({auto})",
+        ),
     ]
     notes = []
     if other == "cg" or P <= MAX_HESSIAN:
         out.append(
-            System(f"mpi_sgd newton ({other})", "mpi", ("--solver", "newton", "--method", other))
+            System(
+                f"mpi_sgd newton ({other})",
+                "mpi",
+                ("--solver", "newton", "--method", other),
+                f"newton ({other})",
+            )
         )
     else:
         notes.append(
@@ -215,6 +227,8 @@ class Bench:
         out = Launch(s.name, self.w.name, rep, tol, wall=res.seconds)
         if not res.ok or not res.records or not os.path.exists(params):
             out.error = res.error() if not res.ok else "no result reported"
+        elif s.label is not None and res.records[-1].get("label") != s.label:
+            out.error = f"ran {res.records[-1].get('label')!r}, not {s.label!r}"
         else:
             out.figures = res.records[-1]
             out.seconds = float(out.figures["seconds"])

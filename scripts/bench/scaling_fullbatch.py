@@ -40,12 +40,12 @@ class PassFit:
     source: str
 
 
-# Fitted to `python scripts/bench/fullbatch.py --raw ...` on the 2-core machine
-# (docs/benchmarks-fullbatch.md); used without --fullbatch.
+# Fitted to `python scripts/bench/fullbatch.py --raw /tmp/fb_final4.json` (2026-12-02 06:43 UTC,
+# the run of docs/benchmarks-fullbatch.md) on the 2-core machine; used without --fullbatch.
 DEFAULT_FITS = (
-    PassFit("W1", 1_000_000, 101, 200.0, 260.0, "lbfgs", 22, 19, "built-in"),
-    PassFit("W3", 500_000, 1290, 300.0, 600.0, "lbfgs", 37, 35, "built-in"),
-    PassFit("W2", 500_000, 262_145, 600.0, 250.0, "newton (auto: cg)", 63, 11, "built-in"),
+    PassFit("W1", 1_000_000, 101, 162.0, 131.0, "lbfgs", 22, 19, "built-in"),
+    PassFit("W3", 500_000, 1290, 252.0, 447.0, "lbfgs", 37, 35, "built-in"),
+    PassFit("W2", 500_000, 262_145, 2180.0, 284.0, "newton (auto: cg)", 63, 11, "built-in"),
 )
 FULL_ROWS = {"W1": 1_000_000, "W3": 500_000, "W2": 500_000}
 
@@ -214,13 +214,16 @@ def render_section(
         " Allreduce latency, and more nodes stop helping long before that. Use as many ranks"
         " as keep each share at tens of thousands of rows, or more data per node.",
         "* W2's 2 MiB gradient makes the Allreduce bandwidth-bound (about 1 ms whatever the"
-        " node count): its efficiency falls once the per-rank pass is no longer much longer"
-        " than that.",
+        " node count), and its `t_fixed` is work on the 262,145-long gradient itself (zeroing,"
+        " scaling, the L2 term, the CSR kernels' output), not Python overhead: both stay when"
+        " the share shrinks, so its efficiency falls from a few nodes on.",
         "* A solve makes the same number of passes on any number of ranks (the iterates are"
         " those of the whole data set), so the solve time follows the per-pass time; SGD's"
         " scaling instead trades steps against batch size (sections above).",
         "* Like the SGD model, this ignores stragglers: a pass lasts as long as the slowest"
-        " rank's share, so keep the shares even (`--partition contiguous` does).",
+        " rank's share, so keep the shares even (`--partition contiguous` does). And as there,"
+        " `t_row` was measured with 2 ranks sharing this machine's memory bandwidth: scale it"
+        " by the bandwidth per core of the nodes.",
         END,
         "",
     ]
@@ -237,8 +240,11 @@ def _hessian_lines(
     header = "| nodes | " + " | ".join(
         f"{f.key}: P² = {f.n_params**2:,} ({8 * f.n_params**2 / 2**20:,.1f} MiB)" for f in small
     )
+    from mpi_sgd.solvers.newton import DEFAULT_MAX_CHOLESKY_PARAMS
+
     lines = [
-        "Newton-Cholesky (the default `--newton-method auto` up to 4,096 parameters) sums the"
+        "Newton-Cholesky (`--newton-method cholesky`; `auto` picks it up to"
+        f" {DEFAULT_MAX_CHOLESKY_PARAMS:,} parameters) sums the"
         " exact Hessian once per iteration: one Allreduce of `P² + 2` values, and a pass that"
         " forms `K (K + 1) / 2` weighted Gram matrices of `d × d` (on W3, 55 of them: far"
         " slower than L-BFGS there, docs/benchmarks-fullbatch.md). Its Allreduce alone:",
