@@ -138,6 +138,21 @@ class Communicator:
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         return [out[offsets[r] : offsets[r + 1]] for r in range(self.size)]
 
+    def gather_floats(self, values: np.ndarray, root: int = 0) -> list[np.ndarray] | None:
+        """Every rank's 1-D float64 array (lengths may differ), in rank order, on ``root``
+        only (None elsewhere): ``Gatherv``, so only the root holds them all. Collective."""
+        data = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        if self.size == 1:
+            return [data.copy()]
+        lengths = self.allgather_int(data.size)
+        if self.rank != root:
+            self._comm.Gatherv(data, None, root=root)
+            return None
+        out = np.empty(int(lengths.sum()), dtype=np.float64)
+        self._comm.Gatherv(data, [out, lengths.tolist()], root=root)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        return [out[offsets[r] : offsets[r + 1]] for r in range(self.size)]
+
     def allgather_str(self, text: str) -> list[str]:
         """Every rank's string, in rank order (UTF-8 bytes over ``Allgatherv``). Collective."""
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)

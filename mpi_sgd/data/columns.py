@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -479,7 +480,13 @@ def _agree_rows(
     )
 
 
-def load_column_block(path: str, comm: Communicator, balance: str = "auto") -> ColumnData:
+def load_column_block(
+    path: str,
+    comm: Communicator,
+    balance: str = "auto",
+    cuts: Sequence[int] | None = None,
+    what: str = "the training data",
+) -> ColumnData:
     """This rank's columns of every row of ``path``. Collective.
 
     Parameters
@@ -491,6 +498,12 @@ def load_column_block(path: str, comm: Communicator, balance: str = "auto") -> C
         The ranks that share the columns; rank ``r`` gets the ``r``-th block.
     balance : {"auto", "columns", "nnz"}, default "auto"
         What the blocks balance (:data:`BALANCES`). Feature shards are assigned whole.
+    cuts : sequence of int, optional
+        Read exactly these blocks (e.g. a test set's, at the training data's cuts) instead of
+        balancing: the data must have ``cuts[-1]`` features, and feature shards must fall on
+        these cuts.
+    what : str
+        What the data is, for messages when ``cuts`` is given.
 
     Returns
     -------
@@ -531,17 +544,35 @@ def load_column_block(path: str, comm: Communicator, balance: str = "auto") -> C
     result: tuple[np.ndarray | sp.csr_matrix, np.ndarray | None, np.ndarray, np.ndarray] | None = (
         None
     )
+    if cuts is not None and layout.n_features != int(cuts[-1]):
+        raise everywhere(
+            DataError(
+                f"{what} {path!r} has {layout.n_features} feature columns, the training data "
+                f"{int(cuts[-1])}"
+            )
+        )
     if layout.source == "feature-shards":
         sc, cc = _shard_cuts(layout, comm.size, mode)
+        if cuts is not None and [int(c) for c in cc] != [int(c) for c in cuts]:
+            raise everywhere(
+                DataError(
+                    f"{what} {path!r}: its feature shards give the ranks the column blocks "
+                    f"{[int(c) for c in cc]}, the training data's are {[int(c) for c in cuts]}; "
+                    "shard both alike (or give one file, which is read at the training cuts)"
+                )
+            )
         mine = layout.shards[sc[comm.rank] : sc[comm.rank + 1]]
     with comm.collective_section():
         if layout.source == "feature-shards":
             X, ids = _read_shards(mine)
         else:
             weights = None
-            if mode == "nnz" and layout.source == "csr":
+            if mode == "nnz" and layout.source == "csr" and cuts is None:
                 weights = _csr_column_weights(path, layout.n_features)
-            cc = column_cuts(layout.n_features, comm.size, weights)
+            if cuts is None:
+                cc = column_cuts(layout.n_features, comm.size, weights)
+            else:
+                cc = np.asarray(cuts, dtype=np.int64)
             a, b = int(cc[comm.rank]), int(cc[comm.rank + 1])
             if layout.source == "npy":
                 X, ids = _read_npy_columns(path, a, b), None

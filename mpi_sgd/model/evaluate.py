@@ -13,8 +13,8 @@ EVAL_CHUNK_ROWS = 65_536
 
 def penalty(model: LinearModel, l2: float, l1: float) -> float:
     """``l2/2 ||coef||^2 + l1 ||coef||_1`` (the intercept is not penalised)."""
-    w = model.params[: model.n_penalised]
-    return 0.5 * l2 * float(w @ w) + l1 * float(np.abs(w).sum())
+    ww, w1 = model.penalty_sums()  # (a feature-partitioned block's: over every block)
+    return 0.5 * l2 * ww + l1 * w1
 
 
 def evaluate(
@@ -27,7 +27,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss and quality metrics of ``model`` over the rows of all ranks.
 
-    Collective: every rank passes its own rows (possibly none).
+    Collective: every rank passes its own rows (possibly none); for a feature-partitioned
+    model (:class:`~mpi_sgd.model.vertical.BlockModel`) every rank passes its columns of the
+    same rows, and the partial scores are summed.
 
     Parameters
     ----------
@@ -45,6 +47,7 @@ def evaluate(
         ``loss`` (mean loss), ``objective`` (loss + penalty) and ``n``; classification adds
         ``accuracy``; regression adds ``rmse`` and ``r2``.
     """
+    rows_comm = model.row_comm(comm)  # (none for a feature-partitioned model: all rows here)
     # [loss_sum, count, correct | sse, sum_y]; one read of each chunk: the scores, then the
     # metrics and the loss from them
     sums = np.zeros(4)
@@ -61,7 +64,7 @@ def evaluate(
             sums[3] += float(yc.sum())
         sums[0] += model.loss.loss_dscores(scores, yc, scores)  # the derivative is not used
         sums[1] += Xc.shape[0]
-    comm.allreduce_sum_(sums)
+    rows_comm.allreduce_sum_(sums)
     n = sums[1]
     out = {"n": int(n), "loss": sums[0] / n if n else float("nan")}
     out["objective"] = out["loss"] + penalty(model, l2, l1)
@@ -71,7 +74,7 @@ def evaluate(
         # Centre on the global mean in a second pass: sum(y^2) - sum(y)^2 / n cancels
         # catastrophically when |mean| >> std (e.g. targets around 1e9 gave r2 = nan).
         centred = np.array([float(np.sum((y - sums[3] / n) ** 2)) if n else 0.0])
-        comm.allreduce_sum_(centred)
+        rows_comm.allreduce_sum_(centred)
         var_sum = float(centred[0]) if n else float("nan")
         out["rmse"] = float(np.sqrt(sums[2] / n)) if n else float("nan")
         out["r2"] = 1.0 - sums[2] / var_sum if n and var_sum > 0 else float("nan")

@@ -19,8 +19,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from typing import TYPE_CHECKING
+
 from mpi_sgd.model.losses import Loss
 from mpi_sgd.model.standardize import Scaler, fold, to_original_scale, unfold
+
+if TYPE_CHECKING:
+    from mpi_sgd.comm import Communicator
 
 
 class LinearModel:
@@ -122,6 +127,21 @@ class LinearModel:
         if self.scaler is None:
             return self.coef.copy(), self.intercept.copy()
         return to_original_scale(self.coef, self.intercept, self._offset, self.scaler.scale)
+
+    def shared_state(self, params: np.ndarray | None = None) -> np.ndarray:
+        """What every rank must hold identically (:func:`~mpi_sgd.comm.check_identical_params`):
+        all the parameters (a feature-partitioned block holds less)."""
+        return self.params if params is None else params
+
+    def row_comm(self, comm: Communicator) -> Communicator:
+        """The communicator that sums over the rows of all ranks: ``comm`` (a
+        feature-partitioned block, whose rank holds every row, sums over none)."""
+        return comm
+
+    def penalty_sums(self, params: np.ndarray | None = None) -> tuple[float, float]:
+        """``(‖coef‖², ‖coef‖₁)`` (the intercept is not penalised)."""
+        w = (self.params if params is None else params)[: self.n_penalised]
+        return float(w @ w), float(np.abs(w).sum())
 
     def scores(self, X: np.ndarray | sp.csr_matrix, out: np.ndarray | None = None) -> np.ndarray:
         """Decision values: shape (m,) for one output, (m, n_outputs) otherwise.

@@ -37,6 +37,7 @@ Hessian stays positive definite and a Newton step leaves them at 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,9 +107,17 @@ class DistributedObjective:
         self.n_evaluations = 0  # full passes made (loss_gradient, Hessian products, Hessians)
         self.allreduce_seconds = 0.0  # in the full passes' Allreduces, waiting included
 
+    exact_hessian = True
+    """Whether :meth:`hessian` can form the exact Hessian (not over column blocks)."""
+
     @property
     def n_params(self) -> int:
-        """Length of the parameter vector."""
+        """Length of the parameter vector (this rank's)."""
+        return self.model.n_params
+
+    @property
+    def n_params_total(self) -> int:
+        """Length of the full parameter vector (a column block's objective: all blocks')."""
         return self.model.n_params
 
     # ------------------------------------------------------------------ minibatches (local)
@@ -128,6 +137,29 @@ class DistributedObjective:
         """``l2/2 ||coef||^2 + l1 ||coef||_1`` (the intercept is not penalised)."""
         w = (self.model.params if params is None else params)[: self.model.n_penalised]
         return 0.5 * self.l2 * float(w @ w) + self.l1 * float(np.abs(w).sum())
+
+    # ------------------------------------------------- inner products of parameter vectors
+    # The solvers' only reductions of parameter vectors: local here, over the ranks' blocks
+    # for a feature-partitioned model (mpi_sgd.model.vertical), whose overrides communicate.
+    def dots(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """The inner product of each pair of parameter vectors."""
+        return [float(a @ b) for a, b in pairs]
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        """``a · b`` of two parameter vectors."""
+        return self.dots([(a, b)])[0]
+
+    def norm(self, a: np.ndarray) -> float:
+        """``‖a‖₂`` of a parameter vector."""
+        return math.sqrt(self.dot(a, a))
+
+    def abs_sum(self, a: np.ndarray, stop: int | None = None) -> float:
+        """``Σ |a[:stop]|`` (``stop = n_penalised``: the coefficients only)."""
+        return float(np.abs(a[:stop]).sum())
+
+    def abs_max(self, a: np.ndarray) -> float:
+        """``max |a|`` (0 for an empty vector)."""
+        return float(np.max(np.abs(a))) if a.size else 0.0
 
     # ----------------------------------------------------------------- full passes (collective)
     def loss_gradient(

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mpi_sgd.comm import Communicator
+from mpi_sgd.model.vertical import gather_checkpoint
 from mpi_sgd.pipeline.records import RunOptions
 from mpi_sgd.reporting.metrics import Console, MetricsWriter, epoch_line
 from mpi_sgd.runtime.watchdog import Watchdog
@@ -83,13 +84,19 @@ class Checkpointer:
             self.seconds += time.perf_counter() - t0
 
     def _write(self, solver: SGDSolver) -> None:
+        optimizer = solver.optimizer
+        # a feature-partitioned model's blocks, gathered to rank 0 (collective)
+        params, state = gather_checkpoint(
+            solver.model, optimizer.state_dict(), optimizer.param_arrays
+        )
         with self.comm.collective_section():
             if self.comm.is_root:
                 assert self.options.checkpoint_dir is not None
+                assert params is not None and state is not None
                 path = save_checkpoint(
                     self.options.checkpoint_dir,
-                    solver.model.params,
-                    solver.optimizer.state_dict(),
+                    params,
+                    state,
                     solver.position,
                     {**self.info, "n_ranks": self.comm.size},
                     keep=self.options.keep_checkpoints,

@@ -147,6 +147,12 @@ class LoadedData:
     train_path: str
     test_path: str | None
     seconds: float
+    cuts: tuple[int, ...] | None = None  # feature-partitioned: every rank's column block
+
+    @property
+    def n_features(self) -> int:
+        """The full data set's number of features (a column block's data: all blocks')."""
+        return self.cuts[-1] if self.cuts is not None else self.train.n_features
 
 
 @dataclass

@@ -223,7 +223,7 @@ def fit_rows(
         if (on_epoch is not None and on_epoch(report, solver)) or solver.stop_reason:
             break
     wall = time.perf_counter() - t0
-    check_identical_params(model.params, comm, "the end of training")
+    check_identical_params(model.shared_state(), comm, "the end of training")
     # (judged on the unweighted rows, as the baselines are)
     warnings = check_trained_model(model, unweighted, comm, base, reports)
     return TrainResult(

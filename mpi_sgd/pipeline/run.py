@@ -463,7 +463,7 @@ class _Run:
             pos = solver.position
             where = f"epoch {pos.epochs_done + 1}, step {pos.step_in_epoch}/{plan.steps_per_epoch}"
             raise self._stopped(solver.stop_reason, where, pos)
-        check_identical_params(model.params, comm, "the end of training")
+        check_identical_params(model.shared_state(), comm, "the end of training")
         warnings = check_trained_model(model, objective.data, comm, self.base, self.reports)
         last = self.reports[-1].as_record() if self.reports else None
         return FitSummary(solver.epochs_done, solver.global_step, last), warnings, wall

@@ -24,6 +24,7 @@ from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import Loss, get_loss
 from mpi_sgd.model.objective import EvalData
 from mpi_sgd.model.standardize import fit_scaler
+from mpi_sgd.model.vertical import full_n_params, split_checkpoint
 from mpi_sgd.options import index_base_of, read_options
 from mpi_sgd.pipeline.records import DEFAULT_DATA, LoadedData, RunOptions
 from mpi_sgd.pipeline.solve import FitSummary
@@ -256,7 +257,7 @@ def checkpoint_info(config: TrainConfig, model: LinearModel, data: LoadedData) -
             "n_outputs": model.n_outputs,
             "classes": [float(c) for c in data.classes],
         },
-        "n_params": model.n_params,
+        "n_params": full_n_params(model),
         "config": config.to_dict(),
         "data": {"train": data.train_path, "test": data.test_path, "n_train": data.train.n_total},
     }
@@ -289,10 +290,14 @@ def resume(
         return TrainingPosition()
     with comm.collective_section():
         ckpt = load_checkpoint(chosen)
-        check_compatible(ckpt.manifest, info, model.n_params)
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        model.params[:] = ckpt.params
-    check_identical_params(model.params, comm, "resumption")
+        check_compatible(ckpt.manifest, info, full_n_params(model))
+        # (a feature-partitioned model takes its block, cut at this run's column cuts)
+        params, state = split_checkpoint(
+            model, ckpt.params, ckpt.optimizer_state, optimizer.param_arrays
+        )
+        optimizer.load_state_dict(state)
+        model.params[:] = params
+    check_identical_params(model.shared_state(), comm, "resumption")
     pos = ckpt.position
     epochs, saved_epochs = info["config"]["epochs"], ckpt.manifest["config"].get("epochs")
     if pos.epochs_done > epochs:

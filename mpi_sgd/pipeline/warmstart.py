@@ -78,7 +78,7 @@ def warm_start(
             model.coef[...] = coef
             model.intercept[...] = intercept
     broadcast_params(model.params, comm)
-    check_identical_params(model.params, comm, "the start from --init")
+    check_identical_params(model.shared_state(), comm, "the start from --init")
     scale = " (converted to the standardized features)" if model.scaler is not None else ""
     return f"starting from the model in --init {directory}{scale}"
 

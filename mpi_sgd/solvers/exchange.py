@@ -178,6 +178,94 @@ class DenseExchange(Exchange):
         return True
 
 
+class ColumnExchange(Exchange):
+    """The feature-partitioned step: one Allreduce of the batch's partial scores.
+
+    Every rank holds the same batch rows (its columns of them) and its block of the
+    parameters (:class:`~mpi_sgd.model.vertical.BlockModel`). The buffer is
+    ``[partial scores (B x K), stop votes, failed]``, sized for the largest batch and always
+    summed whole, so a rank that failed can join it without knowing the batch. After the sum
+    every rank computes the same scores, loss and residual ``r``, and its block's gradient
+    sums ``[X_jᵀ r, Σ r]``; the update is the dense one's, on the block (every optimiser and
+    the L1 prox are per coordinate, so a block's update is the full update's restriction).
+
+    Parameters
+    ----------
+    objective : DistributedObjective
+        Its model a ``BlockModel``.
+    optimizer : Optimizer
+    comm : Communicator
+    max_rows : int
+        The most rows of a step's batch.
+    """
+
+    name = "columns"
+
+    def __init__(
+        self,
+        objective: DistributedObjective,
+        optimizer: Optimizer,
+        comm: Communicator,
+        max_rows: int,
+    ) -> None:
+        super().__init__()
+        from mpi_sgd.model.vertical import BlockModel  # (the model layer's, not the solvers')
+
+        model = objective.model
+        if not isinstance(model, BlockModel):
+            raise TypeError("the column exchange needs a feature-partitioned BlockModel")
+        self.model = model
+        K = model.n_outputs
+        self._K, self._max = K, int(max_rows)
+        self._buf = np.zeros(self._max * K + 2)  # [partial scores..., stop votes, failed]
+        self._grad = np.zeros(model.n_params)
+        self.comm = comm
+        self._sum = comm.inplace_sum_for(self._buf)
+        self._update = make_update(model, optimizer, objective.l2, objective.l1)
+
+    def exchange(
+        self, X: Batch, y: np.ndarray, with_loss: bool, vote: float
+    ) -> tuple[float, float]:
+        K, m, model = self._K, X.shape[0], self.model
+        if m > self._max:  # (every rank: they draw the same batches)
+            self._max = m
+            self._buf = np.zeros(m * K + 2)
+            self._sum = self.comm.inplace_sum_for(self._buf)
+        buf = self._buf
+        part = buf[:m] if K == 1 else buf[: m * K].reshape(m, K)
+        buf[:] = 0.0
+        model.partial_scores(X, part)
+        buf[-2] = vote
+        t0 = time.perf_counter()
+        self._sum()
+        self.allreduce_seconds += time.perf_counter() - t0
+        votes, failed = buf[-2], buf[-1]
+        if votes > 0:
+            self.stop_reason = describe_votes(votes)
+        if failed > 0:
+            return 0.0, FAILED_STEP
+        part += model.intercept if K > 1 else model.intercept[0]
+        total = model.loss.loss_dscores(part, y, part, with_loss) if m else 0.0
+        model.add_columns_product(X, part, self._grad)
+        model.finish_gradient(self._grad)
+        return (total if with_loss else 0.0), float(m)
+
+    def finite(self, loss_sum: float, with_loss: bool) -> bool:
+        # the shared residual's sum (the raw intercept's gradient) turns non-finite with the
+        # scores; the block's first coefficient as the dense exchange's check
+        pen = self.model.n_penalised
+        return math.isfinite(loss_sum if with_loss else self._grad.item(0) + self._grad.item(pen))
+
+    def update(self, count: float, lr: float) -> None:
+        self._update.apply(self._grad, count, lr)
+
+    def send_failure(self) -> bool:
+        self._buf[:] = 0.0
+        self._buf[-1] = 1.0
+        self._sum()
+        return True
+
+
 class SparseExchange(Exchange):
     """The touched-coordinates exchange with lazy L2 (plain SGD, no L1).
 
@@ -351,7 +439,7 @@ class ModelAveraging(DenseExchange):
         buf[P + 4] = self.stop_request.vote() if self.stop_request is not None else 0.0
         buf[P + 5] = 0.0 if self._nonfinite_step is None else 1.0
         t0 = time.perf_counter()
-        self.comm.allreduce_sum_(buf)
+        self._sum()
         self.allreduce_seconds += time.perf_counter() - t0
         if buf[P + 5] > 0:
             lr = self.schedule(max(position.global_step - 1, 0))
@@ -389,13 +477,17 @@ def make_exchange(
     schedule: Schedule,
     position: TrainingPosition,
     stop_request: StopRequest | None = None,
+    max_rows: int = 0,
 ) -> Exchange:
-    """The strategy called ``name``: ``dense``, ``sparse`` or ``averaging`` (``config.sync``
-    and ``config.average_every`` say how)."""
+    """The strategy called ``name``: ``dense``, ``sparse``, ``averaging`` (``config.sync``
+    and ``config.average_every`` say how) or ``columns`` (feature-partitioned; ``max_rows``:
+    the most rows of a step's batch)."""
     if name == "dense":
         return DenseExchange(objective, optimizer, comm)
     if name == "sparse":
         return SparseExchange(objective, optimizer, comm, position.coef_scale)
+    if name == "columns":
+        return ColumnExchange(objective, optimizer, comm, max_rows)
     if name == "averaging":
         return ModelAveraging(
             objective,
@@ -407,4 +499,4 @@ def make_exchange(
             stop_request,
             position.global_step,
         )
-    raise ValueError(f"unknown exchange {name!r}; expected dense, sparse or averaging")
+    raise ValueError(f"unknown exchange {name!r}; expected dense, sparse, averaging or columns")

@@ -222,6 +222,10 @@ class FullBatchSolver(ABC):
         Iterations between digest checks of the parameters across ranks (0: only at the end).
     """
 
+    param_arrays: tuple[str, ...] = ("x", "g")
+    """The state arrays laid out as the parameters (last axis), re-split by block when a
+    feature-partitioned checkpoint is resumed."""
+
     name = ""
 
     def __init__(
@@ -305,12 +309,12 @@ class FullBatchSolver(ABC):
     @property
     def objective_value(self) -> float:
         """``F`` at the iterate, the L1 term included."""
-        return self.f + self.l1 * float(np.abs(self.x[: self.n_penalised]).sum())
+        return self.f + self.l1 * self.objective.abs_sum(self.x, self.n_penalised)
 
     @property
     def grad_inf(self) -> float:
         """``‖∇F‖∞`` at the iterate (pseudo-gradient with L1)."""
-        return float(np.max(np.abs(self.pg))) if self.pg.size else 0.0
+        return self.objective.abs_max(self.pg)
 
     @property
     def converged(self) -> bool:
@@ -482,7 +486,7 @@ class FullBatchSolver(ABC):
                 emit()
                 k = self.iterations
                 if self.check_every and k % self.check_every == 0:
-                    check_identical_params(self.x, self.comm, f"iteration {k}")
+                    check_identical_params(self.model.shared_state(self.x), self.comm, f"iteration {k}")
                 every = self.hooks.checkpoint_every
                 if every and k % every == 0:
                     self._checkpoint()
@@ -499,7 +503,9 @@ class FullBatchSolver(ABC):
     def _finish(self) -> None:
         """The end of a fit: parameters, the final digest check, the result, checkpoints."""
         self._sync_params()
-        check_identical_params(self.x, self.comm, f"the end (iteration {self.iterations})")
+        check_identical_params(
+            self.model.shared_state(self.x), self.comm, f"the end (iteration {self.iterations})"
+        )
         assert self.termination is not None
         grad_inf, tol, k = self.grad_inf, self.tol, self.iterations
         converged = grad_inf <= tol

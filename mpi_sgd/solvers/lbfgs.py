@@ -75,6 +75,7 @@ class LBFGSSolver(FullBatchSolver):
     """
 
     name = "lbfgs"
+    param_arrays = ("x", "g", "s", "y")
 
     def __init__(
         self,
@@ -132,8 +133,8 @@ class LBFGSSolver(FullBatchSolver):
 
     def _push(self, s: np.ndarray, y: np.ndarray) -> bool:
         """Store the pair unless ``sᵀy <= eps ‖s‖ ‖y‖``; returns whether it was stored."""
-        sy = float(s @ y)
-        if not sy > EPS * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
+        sy, ss, yy = self.objective.dots([(s, y), (s, s), (y, y)])
+        if not sy > EPS * math.sqrt(ss) * math.sqrt(yy):
             self.skipped_updates += 1
             return False
         i = self._head
@@ -150,14 +151,15 @@ class LBFGSSolver(FullBatchSolver):
         np.copyto(q, grad)
         slots = self._slots()
         S, Y, rho, a = self._S, self._Y, self._rho, self._a
+        dot = self.objective.dot
         for i in reversed(slots):
-            a[i] = rho[i] * float(S[i] @ q)
+            a[i] = rho[i] * dot(S[i], q)
             q -= a[i] * Y[i]
         if slots:
             newest = slots[-1]
-            q *= 1.0 / (rho[newest] * float(Y[newest] @ Y[newest]))  # sᵀy / yᵀy
+            q *= 1.0 / (rho[newest] * dot(Y[newest], Y[newest]))  # sᵀy / yᵀy
         for i in slots:
-            b = rho[i] * float(Y[i] @ q)
+            b = rho[i] * dot(Y[i], q)
             q += (a[i] - b) * S[i]
         np.negative(q, out=q)
         return q
@@ -170,9 +172,9 @@ class LBFGSSolver(FullBatchSolver):
             if self.owlqn:
                 dw = d[: self.n_penalised]
                 dw[dw * self.pg[: self.n_penalised] >= 0.0] = 0.0
-            slope = float(d @ self.pg)
+            slope = self.objective.dot(d, self.pg)
             if slope < 0.0:
-                dnorm = float(np.linalg.norm(d))
+                dnorm = self.objective.norm(d)
                 alpha0 = min(1.0, 1.0 / dnorm) if fresh else 1.0
                 result = self._owlqn_search(alpha0) if self.owlqn else self._wolfe(slope, alpha0)
                 if result.alpha > 0.0:
@@ -201,7 +203,7 @@ class LBFGSSolver(FullBatchSolver):
             f, g = self._evaluate(self._trial_point(alpha))
             self._ft = f
             np.copyto(self._gt, g)
-            return f, float(g @ d)
+            return f, self.objective.dot(g, d)
 
         result = strong_wolfe(
             phi,
@@ -222,18 +224,18 @@ class LBFGSSolver(FullBatchSolver):
         zero = w == 0.0
         self._orthant[zero] = -np.sign(pw[zero])
         F0 = self.objective_value
-        gnorm0 = float(np.abs(self.pg).sum())
+        gnorm0 = self.objective.abs_sum(self.pg)
 
         def trial(alpha: float) -> tuple[float, float, float]:
             xt = self._trial_point(alpha)
             f, g = self._evaluate(xt)
             self._ft = f
             np.copyto(self._gt, g)
-            F = f + l1 * float(np.abs(xt[:n]).sum())
+            F = f + l1 * self.objective.abs_sum(xt, n)
             np.subtract(xt, self.x, out=self._s)
-            predicted = float(self.pg @ self._s)
+            predicted = self.objective.dot(self.pg, self._s)
             pseudo_gradient(xt, self._gt, l1, n, self._pgt)
-            return F, predicted, float(np.abs(self._pgt).sum())
+            return F, predicted, self.objective.abs_sum(self._pgt)
 
         result = backtracking(
             trial, F0, gnorm0, alpha0, c1=self.c1, max_evaluations=self.max_line_search
@@ -255,7 +257,7 @@ class LBFGSSolver(FullBatchSolver):
         np.copyto(self.g, self._gt)
         self.f = self._ft
         self._update_pg()
-        return float(np.linalg.norm(s))
+        return self.objective.norm(s)
 
     # ------------------------------------------------------------------------ the state
     def _extra_state(self) -> StateDict:

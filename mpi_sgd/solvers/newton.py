@@ -98,7 +98,9 @@ def make_newton(
     ConfigError
         An unknown method, ``l1 > 0`` (naming ``--solver lbfgs``), or a loss that is not smooth.
     """
-    chosen = choose_method(method, objective.n_params, max_cholesky_params)
+    if not objective.exact_hessian and method == "auto":
+        method = "cg"  # (column blocks: no rank can form the exact Hessian)
+    chosen = choose_method(method, objective.n_params_total, max_cholesky_params)
     cls = NewtonCholesky if chosen == "cholesky" else TrustRegionNewton
     return cls(objective, **settings)  # type: ignore[arg-type]
 
@@ -153,7 +155,8 @@ class TrustRegionNewton(_Newton):
         super().__init__(objective, **settings)
         P = self.model.n_params
         self.eps_cg = float(eps_cg)
-        self.max_cg = int(max_cg) if max_cg is not None else max(P, 5)
+        # (the full model's count: the same on every rank, also over column blocks)
+        self.max_cg = int(max_cg) if max_cg is not None else max(objective.n_params_total, 5)
         self.max_rejections = int(max_rejections)
         self.radius = math.nan
         self._radius_cut = False  # TRON cuts the first radius to the first step's length
@@ -176,7 +179,7 @@ class TrustRegionNewton(_Newton):
 
     def _start(self) -> None:
         super()._start()
-        self.radius = float(np.linalg.norm(self.g))
+        self.radius = self.objective.norm(self.g)
 
     def _hv(self, v: np.ndarray, out: np.ndarray) -> np.ndarray:
         self.objective.hessian_vector(v, out=out)
@@ -191,25 +194,26 @@ class TrustRegionNewton(_Newton):
         s[:] = 0.0
         np.negative(self.g, out=r)
         np.copyto(d, r)
-        rr = float(r @ r)
+        dot = self.objective.dot
+        rr = dot(r, r)
         gnorm = math.sqrt(rr)
         cgtol = min(self.eps_cg, math.sqrt(gnorm)) * gnorm
         k = 0
         while k < self.max_cg and math.sqrt(rr) > cgtol:
             k += 1
             self._hv(d, Hd)
-            dHd = float(d @ Hd)
+            dHd = dot(d, Hd)
             if not dHd > 0.0:  # no positive curvature along d (rounding): to the boundary
-                self._to_boundary(self._boundary_step(s, d, radius))
+                self._to_boundary(self._boundary_step(s, d, radius, self.objective))
                 return k, True
             alpha = rr / dHd
             s += alpha * d
-            if float(np.linalg.norm(s)) > radius:
+            if self.objective.norm(s) > radius:
                 s -= alpha * d
-                self._to_boundary(self._boundary_step(s, d, radius))
+                self._to_boundary(self._boundary_step(s, d, radius, self.objective))
                 return k, True
             r -= alpha * Hd
-            rr_new = float(r @ r)
+            rr_new = dot(r, r)
             d *= rr_new / rr
             d += r
             rr = rr_new
@@ -220,9 +224,16 @@ class TrustRegionNewton(_Newton):
         self._r -= tau * self._Hd
 
     @staticmethod
-    def _boundary_step(s: np.ndarray, d: np.ndarray, radius: float) -> float:
-        """``tau >= 0`` with ``‖s + tau d‖ = radius`` (TRON's cancellation-free form)."""
-        sd, ss, dd = float(s @ d), float(s @ s), float(d @ d)
+    def _boundary_step(
+        s: np.ndarray,
+        d: np.ndarray,
+        radius: float,
+        objective: DistributedObjective | None = None,
+    ) -> float:
+        """``tau >= 0`` with ``‖s + tau d‖ = radius`` (TRON's cancellation-free form); the
+        inner products are ``objective``'s (over column blocks), else local."""
+        pairs = [(s, d), (s, s), (d, d)]
+        sd, ss, dd = objective.dots(pairs) if objective else [float(a @ b) for a, b in pairs]
         gap = radius * radius - ss
         rad = math.sqrt(max(sd * sd + dd * gap, 0.0))
         if dd == 0.0:
@@ -242,8 +253,8 @@ class TrustRegionNewton(_Newton):
             cg_steps, boundary = self._cg()
             cg_total += cg_steps
             s, g = self._s, self.g
-            gs = float(g @ s)
-            prered = -0.5 * (gs - float(s @ self._r))
+            gs, sr = self.objective.dots([(g, s), (s, self._r)])
+            prered = -0.5 * (gs - sr)
             np.add(self.x, s, out=self._xt)
             ft, gt = self._evaluate(self._xt)
             np.copyto(self._gt, gt)
@@ -254,14 +265,14 @@ class TrustRegionNewton(_Newton):
                     f"the Hessian products are not finite at iteration {self.iterations + 1}"
                 )
             actred = self.f - ft if finite else -math.inf
-            snorm = float(np.linalg.norm(s))
+            snorm = self.objective.norm(s)
             if not self._radius_cut:
                 self.radius = min(self.radius, snorm)
                 self._radius_cut = True
             self._update_radius(actred, prered, gs, ft, snorm, boundary)
             tie = finite and abs(actred) <= F_RTOL * abs(self.f)
             accept = actred > ETA0 * prered or (
-                tie and float(np.linalg.norm(self._gt)) < float(np.linalg.norm(g))
+                tie and self.objective.norm(self._gt) < self.objective.norm(g)
             )
             if accept:
                 np.copyto(self.x, self._xt)
@@ -403,16 +414,16 @@ class NewtonCholesky(_Newton):
     def _iterate(self) -> float | None:
         self._newton_direction()
         d, g = self._d, self.g
-        slope = float(g @ d)
+        slope = self.objective.dot(g, d)
         steepest = not slope < 0.0
         if steepest:  # rounding made the step useless: steepest descent instead
             np.negative(g, out=d)
-            slope = -float(g @ g)
+            slope = -self.objective.dot(g, g)
         for attempt in range(2):
             result = backtracking(
                 self._trial,
                 self.f,
-                float(np.abs(g).sum()),
+                self.objective.abs_sum(g),
                 1.0,
                 c1=self.c1,
                 max_evaluations=self.max_line_search,
@@ -424,7 +435,7 @@ class NewtonCholesky(_Newton):
             if steepest or attempt == 1:
                 return None
             np.negative(g, out=d)
-            slope = -float(g @ g)
+            slope = -self.objective.dot(g, g)
             steepest = True
         s = self._xt - self.x
         np.copyto(self.x, self._xt)
@@ -437,7 +448,7 @@ class NewtonCholesky(_Newton):
             "ridge": self.ridge,
             "steepest": float(steepest),
         }
-        return float(np.linalg.norm(s))
+        return self.objective.norm(s)
 
     def _trial(self, alpha: float) -> tuple[float, float, float]:
         xt = self._xt
@@ -446,7 +457,7 @@ class NewtonCholesky(_Newton):
         f, g = self._evaluate(xt)
         self._ft = f
         np.copyto(self._gt, g)
-        return f, alpha * float(self.g @ self._d), float(np.abs(self._gt).sum())
+        return f, alpha * self.objective.dot(self.g, self._d), self.objective.abs_sum(self._gt)
 
 
 def _cholesky(H: np.ndarray, tau: float, scale: float) -> np.ndarray | None:

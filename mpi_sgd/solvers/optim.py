@@ -56,6 +56,12 @@ class Optimizer(ABC):
         returned value (see the module docstring for why it is the settled step length).
         """
 
+    @property
+    def param_arrays(self) -> tuple[str, ...]:
+        """The state arrays laid out as the parameters (a feature-partitioned checkpoint
+        gathers and re-splits them by block)."""
+        return self.state_names
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """The state as arrays (copies), for checkpoints."""
         out = {name: arr.copy() for name, arr in self.state.items()}

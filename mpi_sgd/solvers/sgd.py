@@ -101,6 +101,7 @@ class SGDSolver:
                 schedule,
                 self.position,
                 self.hooks.stop_request,
+                max_rows=-(-plan.n_total // plan.steps_per_epoch) + 1,
             )
         self.exchange = exchange
         self.train_loss_every = max(1, train_loss_every)
@@ -237,7 +238,9 @@ class SGDSolver:
                 self._checkpoint()
         exchange.end_epoch(pos, last=epoch + 1 == self.config.epochs)
         train_seconds = time.perf_counter() - t0
-        check_identical_params(self.model.params, self.comm, f"the end of epoch {epoch + 1}")
+        check_identical_params(
+            self.model.shared_state(), self.comm, f"the end of epoch {epoch + 1}"
+        )
         report = EpochReport(
             epoch=epoch + 1,
             step=pos.global_step,
