@@ -72,12 +72,27 @@ PARTITION = Option(
     "partition",
     str,
     "contiguous",
-    "how rows are divided among ranks: contiguous blocks, strided (rank r "
-    "takes rows r, r+N, ...), or a seeded random split; for shard sets it applies "
-    "to whole files (default: %(default)s)",
+    "how the data is divided among ranks: by rows, in contiguous blocks, strided (rank r "
+    "takes rows r, r+N, ...), or a seeded random split (for shard sets, whole files); or "
+    "features: each rank holds every row of a contiguous block of the feature columns and "
+    "only that block of the coefficients (vertical training, for wide models or column-split "
+    "data: --train a feature-shard directory, an npy or a CSR directory; per step the ranks "
+    "sum the batch's partial scores, B x K values, never features; docs/vertical.md) "
+    "(default: %(default)s)",
     DATA,
-    choices=PARTITIONS,
+    choices=(*PARTITIONS, "features"),
     target="train",
+)
+COLUMN_BALANCE = Option(
+    "column-balance",
+    str,
+    "auto",
+    "--partition features: what the column blocks balance: columns (equal column counts), "
+    "nnz (equal non-zeros: sparse data), auto (nnz for CSR, else columns); feature shards "
+    "are assigned whole (default: %(default)s)",
+    DATA,
+    choices=("auto", "columns", "nnz"),
+    target="run",
 )
 SEED = Option(
     "seed",
@@ -208,6 +223,7 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
         target="run",
     ),
     PARTITION,
+    COLUMN_BALANCE,
     CSV_LABEL_COLUMN,
     Option(
         "n-features",

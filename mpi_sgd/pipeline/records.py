@@ -49,6 +49,7 @@ class RunOptions:
     test: str | None = None
     csv_label_column: int = 0
     n_features: int | None = None
+    column_balance: str = "auto"
     libsvm_index_base: str = "auto"
     format: str = "auto"
     test_format: str = "auto"

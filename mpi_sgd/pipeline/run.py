@@ -15,11 +15,14 @@ from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator, check_identical_params
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.config_file import write_run_config
-from mpi_sgd.errors import Preempted, everywhere
+from mpi_sgd.errors import ConfigError, Preempted, everywhere
 from mpi_sgd.model.health import Baselines
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
 from mpi_sgd.model.objective import DistributedObjective, EvalData
+from mpi_sgd.model.vertical import BlockModel, VerticalObjective
+from mpi_sgd.pipeline.columns import FEATURES, build_block_model, load_columns
+from mpi_sgd.pipeline.columns import check_config as check_columns_config
 from mpi_sgd.pipeline.hooks import Checkpointer, EpochReporter, Phases
 from mpi_sgd.pipeline.path import PATH_DIR, PathResult, clear_path_directory, run_path
 from mpi_sgd.pipeline.records import LoadedData, RunOptions, TrainResult
@@ -145,9 +148,25 @@ def _train_locked(
     phase("loading the data")
     faults = FaultInjector(comm.rank)
     faults.while_loading()
-    data = load_data(config, options, comm, console.warn)
     loss = get_loss(config.model)
-    model, base = build_model(config, loss, data.train, data.classes, data.y_train, comm)
+    model: LinearModel
+    if config.partition == FEATURES:
+        check_columns_config(config)
+        if options.init:
+            raise everywhere(
+                ConfigError(
+                    "--init is not available with --partition features yet: start from zeros, "
+                    "or train the first model with a row partition"
+                )
+            )
+        data = load_columns(config, options, comm)
+        assert data.cuts is not None
+        model, base = build_block_model(
+            config, loss, data.train, data.classes, data.y_train, data.cuts, comm
+        )
+    else:
+        data = load_data(config, options, comm, console.warn)
+        model, base = build_model(config, loss, data.train, data.classes, data.y_train, comm)
     console.log(describe_data(data, comm))
     start = "zeros"
     if options.init:
@@ -346,9 +365,13 @@ class _Run:
         model's parameters as they are; ``tag`` goes into its metrics records. Returns its
         summary, warnings and training seconds. Collective."""
         data = self.data
-        objective = DistributedObjective(
-            self.model, EvalData(data.train.X, data.y_train), self.comm, config.l2, config.l1
-        )
+        rows = EvalData(data.train.X, data.y_train)
+        if isinstance(self.model, BlockModel):
+            objective: DistributedObjective = VerticalObjective(
+                self.model, rows, self.comm, config.l2, config.l1
+            )
+        else:
+            objective = DistributedObjective(self.model, rows, self.comm, config.l2, config.l1)
         hooks = replace(self.hooks)  # (a fit sets its own on_step)
         loss = get_loss(config.model)
         if config.solver == "sgd":
@@ -370,7 +393,7 @@ class _Run:
             n_ranks=self.comm.size,
             n_train=data.train.n_total,
             n_test=data.test.n_total if data.test is not None else 0,
-            n_features=data.train.n_features,
+            n_features=data.n_features,
             classes=[float(c) for c in data.classes],
             load_seconds=data.seconds,
             config=config.to_dict(),
@@ -413,10 +436,14 @@ class _Run:
     ) -> tuple[FitSummary, list[str], float]:
         """Minibatch SGD: the epochs, with a fresh optimiser and schedule. Collective."""
         comm, data, model = self.comm, self.data, objective.model
-        exchange = choose_exchange(config, data.train, model, comm)
-        plan, schedule, optimizer = build_steps(config, data.train, model, comm)
+        vertical = isinstance(model, BlockModel)
+        # (column blocks: every rank holds every row and draws the batches of one process)
+        rows_comm = model.row_comm(comm)
+        exchange = "columns" if vertical else choose_exchange(config, data.train, model, comm)
+        plan, schedule, optimizer = build_steps(config, data.train, model, rows_comm)
         if not self._started:
-            for warning in config.objective_warnings(comm.size, plan.steps_per_epoch):
+            warnings = config.objective_warnings(rows_comm.size, plan.steps_per_epoch)
+            for warning in warnings:
                 self.console.warn(warning)
         position = self._resume(model, optimizer)
         self._start_record(config, steps_per_epoch=plan.steps_per_epoch)

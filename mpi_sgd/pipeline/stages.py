@@ -24,7 +24,7 @@ from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import Loss, get_loss
 from mpi_sgd.model.objective import EvalData
 from mpi_sgd.model.standardize import fit_scaler
-from mpi_sgd.model.vertical import full_n_params, split_checkpoint
+from mpi_sgd.model.vertical import full_n_params, gathered_model, split_checkpoint
 from mpi_sgd.options import index_base_of, read_options
 from mpi_sgd.pipeline.records import DEFAULT_DATA, LoadedData, RunOptions
 from mpi_sgd.pipeline.solve import FitSummary
@@ -253,7 +253,7 @@ def checkpoint_info(config: TrainConfig, model: LinearModel, data: LoadedData) -
         "mpi_sgd_version": __version__,
         "model": {
             "kind": config.model,
-            "n_features": data.train.n_features,
+            "n_features": data.n_features,
             "n_outputs": model.n_outputs,
             "classes": [float(c) for c in data.classes],
         },
@@ -334,12 +334,14 @@ def save(
 ) -> None:
     """Write the trained model (rank 0), with what it was trained on and how the fit ended
     (``summary``). Collective."""
+    full = gathered_model(model)  # (column blocks: gathered to rank 0)
     with comm.collective_section():
         if not comm.is_root:
             return
+        assert full is not None
         save_model(
             directory,
-            *model.original_scale(),
+            *full.original_scale(),
             data.classes,
             config.model,
             {
@@ -358,7 +360,8 @@ def save(
                 "test": data.test_path,
                 "n_ranks": comm.size,
                 **summary.as_metadata(),
-                **_standardization(model),
+                **_standardization(full),
+                **({"partition": "features", "column_cuts": list(data.cuts)} if data.cuts else {}),
             },
         )
 
@@ -415,6 +418,16 @@ def check_trained_model(
 def describe_data(data: LoadedData, comm: Communicator) -> str:
     """The first console line: ranks, sources, sizes, load time. Collective."""
     train_set, test_set = data.train, data.test
+    if data.cuts is not None:
+        widths = np.diff(np.asarray(data.cuts))
+        return (
+            f"mpi_sgd {__version__}: {comm.size} rank(s), feature-partitioned; train "
+            f"{train_set.source}: {train_set.n_total} rows x {data.n_features} features"
+            f"{' (sparse)' if train_set.is_sparse else ''}, columns per rank "
+            f"{widths.min()}..{widths.max()}; "
+            + (f"test {test_set.source}: {test_set.n_total} rows; " if test_set is not None else "")
+            + f"loaded in {data.seconds:.2f}s"
+        )
     sizes = comm.allgather_int(train_set.n_local)
     return (
         f"mpi_sgd {__version__}: {comm.size} rank(s); train {train_set.source}"
