@@ -26,13 +26,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator
+from mpi_sgd.data.columns import ColumnData, load_column_block
 from mpi_sgd.data.formats import compression
 from mpi_sgd.data.labels import plain_number
 from mpi_sgd.data.loader import TEXT_SUFFIXES, Dataset, ReadOptions, load_dataset
-from mpi_sgd.errors import CheckpointError, ConfigError, MpiSgdError, everywhere
+from mpi_sgd.data.partition import RowOwnership
+from mpi_sgd.errors import CheckpointError, ConfigError, DataError, MpiSgdError, everywhere
+from mpi_sgd.model.collective import sum_or_raise
 from mpi_sgd.model.scoring import (
     OUTPUTS,
     MetricSums,
@@ -124,14 +128,30 @@ def predict_files(
     t0 = time.perf_counter()
     saved = load_saved(request.model, comm)
     check_model_fits(saved, request)
-    try:
-        opts = read_options_for(saved, request, warn)
-    except CheckpointError as exc:  # the same model.json on every rank (load_saved)
-        raise everywhere(exc) from None
-    data = load_dataset(request.data, comm, opts)
-    t_loaded = time.perf_counter()
-    metrics = score(saved, data, request, comm)
-    t_scored = time.perf_counter()
+    if request.partition == "features":
+        block = load_column_block(request.data, comm)
+        t_loaded = time.perf_counter()
+        metrics = score_columns(saved, block, request, comm)
+        t_scored = time.perf_counter()
+        data = Dataset(
+            block.X,
+            block.y,
+            block.n_features,
+            block.n_rows,
+            RowOwnership.from_ranges([(0, block.n_rows)]),
+            request.data,
+            fmt=block.source,
+            note=f"feature-partitioned: columns {block.block.start}..{block.block.stop - 1} here",
+        )
+    else:
+        try:
+            opts = read_options_for(saved, request, warn)
+        except CheckpointError as exc:  # the same model.json on every rank (load_saved)
+            raise everywhere(exc) from None
+        data = load_dataset(request.data, comm, opts)
+        t_loaded = time.perf_counter()
+        metrics = score(saved, data, request, comm)
+        t_scored = time.perf_counter()
     if metrics is not None:
         metrics = {
             "mpi_sgd_version": __version__,
@@ -367,6 +387,62 @@ def score(
             writer.discard()
         raise
     return sums.finish(comm) if sums is not None else None
+
+
+def score_columns(
+    saved: SavedModel, block: ColumnData, request: PredictRequest, comm: Communicator
+) -> dict[str, Any] | None:
+    """Score rows held by columns (``--partition features``): each rank multiplies its
+    columns by its block of the coefficients, one Allreduce per chunk sums the partial
+    scores (``chunk x K`` values: no feature leaves its rank), and rank 0 writes the outputs
+    and adds up the metrics of every row. Collective."""
+    if block.n_features != saved.n_features_in_:
+        raise everywhere(
+            DataError(
+                f"{request.data} has {block.n_features} features and the model "
+                f"{request.model!r} {saved.n_features_in_}"
+            )
+        )
+    a, b = block.block.start, block.block.stop
+    coef = np.ascontiguousarray(saved.coef_[:, a:b])
+    K, n = coef.shape[0], block.n_rows
+    # the saved model applied to summed scores: identity coefficients, no intercept (exact)
+    on_scores = replace(saved, coef_=np.eye(K), intercept_=np.zeros(K))
+    writer = None
+    if request.output:
+        layout = layout_for(saved, request.what, n, format_of(request.output))
+        writer = PredictionFile(request.output, n, layout, comm)
+    sums = MetricSums(on_scores, request.unknown_labels, request.data) if request.metrics else None
+    step = request.chunk_rows
+    buf = np.zeros(min(step, max(n, 1)) * K + 1)
+    try:
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            part = buf[: m * K].reshape(m, K)
+            X = block.X[start : start + m]
+            sum_or_raise(comm, buf[: m * K + 1], lambda X=X, part=part: _partial(X, coef, part))
+            part += saved.intercept_
+            with comm.collective_section():
+                if comm.is_root:
+                    ids = np.arange(start, start + m, dtype=np.int64)
+                    if writer is not None:
+                        writer.write(ids, outputs(on_scores, part, request.what))
+                    if sums is not None:
+                        sums.add(part, block.y[start : start + m])
+        mine = np.arange(n, dtype=np.int64) if comm.is_root else np.empty(0, np.int64)
+        check_coverage(mine, n, comm, request.data)
+        if writer is not None:
+            writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    return sums.finish(comm) if sums is not None else None
+
+
+def _partial(X: np.ndarray | sp.csr_matrix, coef: np.ndarray, out: np.ndarray) -> None:
+    """``out = X coefᵀ``: this rank's partial scores (float64)."""
+    out[...] = np.asarray(X @ coef.T, dtype=np.float64)
 
 
 def check_coverage(ids: np.ndarray, n_total: int, comm: Communicator, source: str) -> None:
