@@ -16,6 +16,7 @@ Stages of :func:`predict_files`::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -420,7 +421,7 @@ def score_columns(
             m = min(step, n - start)
             part = buf[: m * K].reshape(m, K)
             X = block.X[start : start + m]
-            sum_or_raise(comm, buf[: m * K + 1], lambda X=X, part=part: _partial(X, coef, part))
+            sum_or_raise(comm, buf[: m * K + 1], functools.partial(_partial, X, coef, part))
             part += saved.intercept_
             with comm.collective_section():
                 if comm.is_root:

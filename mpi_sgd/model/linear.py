@@ -16,10 +16,10 @@ call (O(n_params)); gradients are mapped back with ``Tᵀ``. No row of ``X`` is 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-
-from typing import TYPE_CHECKING
 
 from mpi_sgd.model.losses import Loss
 from mpi_sgd.model.standardize import Scaler, fold, to_original_scale, unfold

@@ -170,7 +170,9 @@ class BlockModel(LinearModel):
             out += shift if out.ndim == 2 else shift[0]
         return out
 
-    def add_columns_product(self, X: np.ndarray | sp.csr_matrix, r: np.ndarray, acc: np.ndarray) -> None:
+    def add_columns_product(
+        self, X: np.ndarray | sp.csr_matrix, r: np.ndarray, acc: np.ndarray
+    ) -> None:
         """``acc[:K d_j] = rᵀ X`` and ``acc[K d_j:] = Σ r`` (raw-parameter layout). Local."""
         K, d = self.n_outputs, self.n_features
         gcoef = acc[: K * d].reshape(K, d)
@@ -194,7 +196,11 @@ class BlockModel(LinearModel):
         m, K = X.shape[0], self.n_outputs
         buf = np.zeros(m * K + 1)
         part = buf[: m * K] if K == 1 else buf[: m * K].reshape(m, K)
-        sum_or_raise(self.comm, buf, lambda: self.partial_scores(X, part))
+
+        def fill() -> None:
+            self.partial_scores(X, part)
+
+        sum_or_raise(self.comm, buf, fill)
         part += self.intercept if K > 1 else self.intercept[0]
         if out is not None:
             out[...] = part
@@ -485,7 +491,6 @@ def split_checkpoint(
         return params, state
     layout = model.layout
     local = {
-        name: (layout.local_of(arr) if name in param_arrays else arr)
-        for name, arr in state.items()
+        name: (layout.local_of(arr) if name in param_arrays else arr) for name, arr in state.items()
     }
     return layout.local_of(params), local

@@ -72,7 +72,10 @@ def load_columns(config: TrainConfig, options: RunOptions, comm: Communicator) -
     loss = get_loss(config.model)
     serial = Communicator.serial()
     train_set = column_dataset(train, options.train, config.dtype)
-    test_set = column_dataset(test, options.test, config.dtype) if test is not None else None
+    test_set = None
+    if test is not None:
+        assert options.test is not None
+        test_set = column_dataset(test, options.test, config.dtype)
     classes = agree_classes(train_set.y, loss, serial, options.train)
     y_test = None
     with comm.collective_section():

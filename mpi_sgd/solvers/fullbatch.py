@@ -486,7 +486,9 @@ class FullBatchSolver(ABC):
                 emit()
                 k = self.iterations
                 if self.check_every and k % self.check_every == 0:
-                    check_identical_params(self.model.shared_state(self.x), self.comm, f"iteration {k}")
+                    check_identical_params(
+                        self.model.shared_state(self.x), self.comm, f"iteration {k}"
+                    )
                 every = self.hooks.checkpoint_every
                 if every and k % every == 0:
                     self._checkpoint()

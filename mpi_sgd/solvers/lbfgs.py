@@ -120,11 +120,19 @@ class LBFGSSolver(FullBatchSolver):
         self._orthant = np.zeros(self.n_penalised)
         self._s = np.zeros(P)
         self._y = np.zeros(P)
+        # Over column blocks every inner product is an Allreduce: the pairs' Gram matrices
+        # sᵢ·yⱼ and yᵢ·yⱼ are kept (one small Allreduce per stored pair) and the two-loop
+        # recursion runs on them ("vector-free" L-BFGS, Chen, Wang & Yan, NIPS 2014)
+        self._gram = not objective.exact_hessian
+        self._SY = np.zeros((m, m))
+        self._YY = np.zeros((m, m))
+        self._gram_valid = True  # (of no pairs; a resumption restores the pairs, not the Gram)
 
     # ------------------------------------------------------------------------- history
     def reset_history(self) -> None:
         """Forget every pair (the next direction is steepest descent)."""
         self._head = self._count = 0
+        self._gram_valid = True  # (of no pairs)
 
     def _slots(self) -> list[int]:
         """The stored pairs' slots, oldest first."""
@@ -133,11 +141,23 @@ class LBFGSSolver(FullBatchSolver):
 
     def _push(self, s: np.ndarray, y: np.ndarray) -> bool:
         """Store the pair unless ``sᵀy <= eps ‖s‖ ‖y‖``; returns whether it was stored."""
-        sy, ss, yy = self.objective.dots([(s, y), (s, s), (y, y)])
+        i = self._head
+        others = [j for j in self._slots() if j != i]
+        pairs = [(s, y), (s, s), (y, y)]
+        if self._gram and self._gram_valid:  # the new pair's Gram rows, in the same Allreduce
+            pairs += [(s, self._Y[j]) for j in others] + [(self._S[j], y) for j in others]
+            pairs += [(y, self._Y[j]) for j in others]
+        values = self.objective.dots(pairs)
+        sy, ss, yy = values[:3]
         if not sy > EPS * math.sqrt(ss) * math.sqrt(yy):
             self.skipped_updates += 1
             return False
-        i = self._head
+        if self._gram and self._gram_valid:
+            k = len(others)
+            self._SY[i, others] = values[3 : 3 + k]
+            self._SY[others, i] = values[3 + k : 3 + 2 * k]
+            self._YY[i, others] = self._YY[others, i] = values[3 + 2 * k :]
+            self._SY[i, i], self._YY[i, i] = sy, yy
         np.copyto(self._S[i], s)
         np.copyto(self._Y[i], y)
         self._rho[i] = 1.0 / sy
@@ -147,6 +167,8 @@ class LBFGSSolver(FullBatchSolver):
 
     def _two_loop(self, grad: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out = -H grad`` by the two-loop recursion over the stored pairs."""
+        if self._gram:
+            return self._two_loop_gram(grad, out)
         q = out
         np.copyto(q, grad)
         slots = self._slots()
@@ -164,6 +186,54 @@ class LBFGSSolver(FullBatchSolver):
         np.negative(q, out=q)
         return q
 
+    def _rebuild_gram(self, slots: list[int]) -> None:
+        """Every stored pair's ``sᵢ·yⱼ`` and ``yᵢ·yⱼ``: one Allreduce of ``2 m²`` values."""
+        S, Y = self._S, self._Y
+        pairs = [(S[i], Y[j]) for i in slots for j in slots]
+        pairs += [(Y[i], Y[j]) for i in slots for j in slots]
+        values = self.objective.dots(pairs)
+        k = len(slots)
+        sy, yy = np.array(values[: k * k]).reshape(k, k), np.array(values[k * k :]).reshape(k, k)
+        self._SY[np.ix_(slots, slots)] = sy
+        self._YY[np.ix_(slots, slots)] = yy
+        self._gram_valid = True
+
+    def _two_loop_gram(self, grad: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The two-loop recursion with every inner product taken from the Gram matrices and
+        ``grad``'s products with the pairs (one Allreduce of ``2 m`` values): the same
+        direction as :meth:`_two_loop` (to rounding) for a constant number of collectives."""
+        slots = self._slots()
+        if not self._gram_valid:
+            self._rebuild_gram(slots)
+        S, Y, rho, a = self._S, self._Y, self._rho, self._a
+        SY, YY = self._SY, self._YY
+        values = self.objective.dots([(S[i], grad) for i in slots] + [(Y[i], grad) for i in slots])
+        k = len(slots)
+        sg = dict(zip(slots, values[:k], strict=True))
+        yg = dict(zip(slots, values[k:], strict=True))
+        newer: list[int] = []
+        for i in reversed(slots):  # sᵢ·q with q = grad - Σ_(newer j) aⱼ yⱼ
+            a[i] = rho[i] * (sg[i] - sum(a[j] * SY[i, j] for j in newer))
+            newer.append(i)
+        q = out
+        np.copyto(q, grad)
+        for i in slots:
+            q -= a[i] * Y[i]
+        gamma = 1.0
+        if slots:
+            newest = slots[-1]
+            gamma = 1.0 / (rho[newest] * YY[newest, newest])  # sᵀy / yᵀy
+            q *= gamma
+        older: list[tuple[int, float]] = []
+        for i in slots:  # yᵢ·r with r = gamma q + Σ_(older j) (aⱼ - bⱼ) sⱼ
+            yq = yg[i] - sum(a[j] * YY[i, j] for j in slots)
+            yr = gamma * yq + sum(c * SY[j, i] for j, c in older)
+            b = rho[i] * yr
+            q += (a[i] - b) * S[i]
+            older.append((i, a[i] - b))
+        np.negative(q, out=q)
+        return q
+
     # ----------------------------------------------------------------------- iteration
     def _iterate(self) -> float | None:
         for _attempt in range(2):
@@ -172,9 +242,9 @@ class LBFGSSolver(FullBatchSolver):
             if self.owlqn:
                 dw = d[: self.n_penalised]
                 dw[dw * self.pg[: self.n_penalised] >= 0.0] = 0.0
-            slope = self.objective.dot(d, self.pg)
+            slope, dd = self.objective.dots([(d, self.pg), (d, d)])
             if slope < 0.0:
-                dnorm = self.objective.norm(d)
+                dnorm = math.sqrt(dd)
                 alpha0 = min(1.0, 1.0 / dnorm) if fresh else 1.0
                 result = self._owlqn_search(alpha0) if self.owlqn else self._wolfe(slope, alpha0)
                 if result.alpha > 0.0:
@@ -265,21 +335,35 @@ class LBFGSSolver(FullBatchSolver):
             "s": self._S.copy(),
             "y": self._Y.copy(),
             "rho": self._rho.copy(),
-            "history": np.array([self._head, self._count, self.skipped_updates], dtype=np.int64),
+            "history": np.array(
+                [self._head, self._count, self.skipped_updates, int(self._gram_valid)],
+                dtype=np.int64,
+            ),
+            # (column blocks: the pairs' Gram matrices, so a resumption continues bit for bit)
+            "gram": np.stack([self._SY, self._YY]),
         }
 
     def _extra_spec(self) -> StateSpec:
         m, P = self.history, self.model.n_params
-        return {"s": ((m, P), "f"), "y": ((m, P), "f"), "rho": ((m,), "f"), "history": ((3,), "iu")}
+        return {
+            "s": ((m, P), "f"),
+            "y": ((m, P), "f"),
+            "rho": ((m,), "f"),
+            "history": ((4,), "iu"),
+            "gram": ((2, m, m), "f"),
+        }
 
     def _load_extra(self, state: StateDict) -> None:
-        head, count, skipped = (int(v) for v in state["history"])
-        if head >= self.history or count > self.history:
+        head, count, skipped, valid = (int(v) for v in state["history"])
+        if head >= self.history or count > self.history or valid > 1:
             raise CheckpointError(
-                f"the {self.label} solver state's array 'history' is {[head, count, skipped]}: "
-                f"its slot and count must be below and at most --history {self.history}"
+                f"the {self.label} solver state's array 'history' is "
+                f"{[head, count, skipped, valid]}: its slot and count must be below and at most "
+                f"--history {self.history}, its last entry 0 or 1"
             )
         np.copyto(self._S, state["s"])
         np.copyto(self._Y, state["y"])
         np.copyto(self._rho, state["rho"])
         self._head, self._count, self.skipped_updates = head, count, skipped
+        self._SY[:], self._YY[:] = state["gram"]
+        self._gram_valid = bool(valid)
