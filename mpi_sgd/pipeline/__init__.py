@@ -27,10 +27,12 @@ Modules: :mod:`~mpi_sgd.pipeline.records` (RunOptions, LoadedData, TrainResult),
 :mod:`~mpi_sgd.pipeline.stages`, :mod:`~mpi_sgd.pipeline.solve` (choosing and building the
 solver), :mod:`~mpi_sgd.pipeline.hooks` (reporters, checkpoint writer),
 :mod:`~mpi_sgd.pipeline.run` (:func:`train`), :mod:`~mpi_sgd.pipeline.rows` (:func:`fit_rows`),
+:mod:`~mpi_sgd.pipeline.columns` (:func:`fit_columns`, ``--partition features``),
 :mod:`~mpi_sgd.pipeline.path` (regularisation paths), :mod:`~mpi_sgd.pipeline.warmstart`
 (``--init``).
 """
 
+from mpi_sgd.pipeline.columns import fit_columns
 from mpi_sgd.pipeline.records import DEFAULT_DATA, LoadedData, RunOptions, TrainResult
 from mpi_sgd.pipeline.rows import fit_rows
 from mpi_sgd.pipeline.run import train
@@ -60,6 +62,7 @@ __all__ = [
     "choose_exchange",
     "describe_data",
     "describe_training",
+    "fit_columns",
     "fit_rows",
     "load_data",
     "prepare_outputs",
