@@ -109,6 +109,12 @@ class Exchange(ABC):
         """Bring the parameters to their true, agreed values before the epoch end reads them."""
         return None
 
+    def shared_sums(self, position: TrainingPosition) -> list[float]:
+        """Bookkeeping every rank computed itself but must hold alike, checked with the
+        parameters at the epoch's end (none here: the exchanged sums are agreed by the
+        Allreduce itself)."""
+        return []
+
     def after_evaluation(self) -> None:
         """The epoch end has evaluated and checked the parameters (one-shot restores here)."""
         return None
@@ -258,6 +264,10 @@ class ColumnExchange(Exchange):
 
     def update(self, count: float, lr: float) -> None:
         self._update.apply(self._grad, count, lr)
+
+    def shared_sums(self, position: TrainingPosition) -> list[float]:
+        # each rank's loss sums come from its own copy of the summed scores
+        return [position.epoch_loss_sum, position.epoch_loss_count, position.epoch_count]
 
     def send_failure(self) -> bool:
         self._buf[:] = 0.0
@@ -439,7 +449,7 @@ class ModelAveraging(DenseExchange):
         buf[P + 4] = self.stop_request.vote() if self.stop_request is not None else 0.0
         buf[P + 5] = 0.0 if self._nonfinite_step is None else 1.0
         t0 = time.perf_counter()
-        self._sum()
+        self.comm.allreduce_sum_(buf)
         self.allreduce_seconds += time.perf_counter() - t0
         if buf[P + 5] > 0:
             lr = self.schedule(max(position.global_step - 1, 0))

@@ -238,9 +238,10 @@ class SGDSolver:
                 self._checkpoint()
         exchange.end_epoch(pos, last=epoch + 1 == self.config.epochs)
         train_seconds = time.perf_counter() - t0
-        check_identical_params(
-            self.model.shared_state(), self.comm, f"the end of epoch {epoch + 1}"
-        )
+        # what every rank holds alike: the parameters (a column block: the intercept, and the
+        # epoch's loss sums, computed on every rank from the shared scores)
+        shared = np.concatenate([self.model.shared_state(), exchange.shared_sums(pos)])
+        check_identical_params(shared, self.comm, f"the end of epoch {epoch + 1}")
         report = EpochReport(
             epoch=epoch + 1,
             step=pos.global_step,
