@@ -158,13 +158,18 @@ class BlockModel(LinearModel):
         self.refresh_raw()
         coef = self._rcoef
         m = X.shape[0]
+        sparse = sp.issparse(X)
+        # scipy copies a transposed (Fortran-ordered) operand: once here, not per chunk
+        coef_t = np.ascontiguousarray(coef.T) if sparse and self.n_outputs > 1 else coef.T
         for a in range(0, m, CHUNK_ROWS):
             b = min(a + CHUNK_ROWS, m)
             Xc = X[a:b]
             if self.n_outputs == 1:
                 out[a:b] = Xc @ coef[0]
+            elif sparse:
+                out[a:b] = Xc @ coef_t
             else:
-                out[a:b] = np.asarray(Xc @ coef.T)
+                np.matmul(Xc, coef_t, out=out[a:b])
         if self.scaler is not None:
             shift = self._rintercept - self.intercept  # -c·φ_W of this block
             out += shift if out.ndim == 2 else shift[0]
@@ -176,15 +181,24 @@ class BlockModel(LinearModel):
         """``acc[:K d_j] = rᵀ X`` and ``acc[K d_j:] = Σ r`` (raw-parameter layout). Local."""
         K, d = self.n_outputs, self.n_features
         gcoef = acc[: K * d].reshape(K, d)
-        gcoef[:] = 0.0
         m = X.shape[0]
-        for a in range(0, m, CHUNK_ROWS):
-            b = min(a + CHUNK_ROWS, m)
-            Xc, rc = X[a:b], r[a:b]
+        sparse = sp.issparse(X)
+        if not sparse and m <= CHUNK_ROWS:  # (a minibatch: one product, written in place)
             if K == 1:
-                gcoef[0] += np.asarray(Xc.T @ rc).reshape(-1)
+                np.matmul(r, X, out=gcoef[0])
             else:
-                gcoef += np.asarray(Xc.T @ rc).T
+                np.matmul(r.T, X, out=gcoef)
+        else:
+            gcoef[:] = 0.0
+            for a in range(0, m, CHUNK_ROWS):
+                b = min(a + CHUNK_ROWS, m)
+                Xc, rc = X[a:b], r[a:b]
+                if K == 1:
+                    gcoef[0] += np.asarray(Xc.T @ rc).reshape(-1)
+                elif sparse:
+                    gcoef += np.asarray(Xc.T @ rc).T
+                else:
+                    gcoef += rc.T @ Xc
         acc[K * d :] = r.sum(axis=0) if (self.fit_intercept or self.scaler is not None) else 0.0
 
     def scores(self, X: np.ndarray | sp.csr_matrix, out: np.ndarray | None = None) -> np.ndarray:

@@ -36,8 +36,8 @@ from mpi_sgd.errors import DivergenceError, everywhere
 from mpi_sgd.model.objective import DistributedObjective
 from mpi_sgd.runtime.preemption import StopRequest, describe_votes
 from mpi_sgd.solvers.base import FAILED_STEP
-from mpi_sgd.solvers.optim import Optimizer, Schedule
-from mpi_sgd.solvers.sparse import SparseStep
+from mpi_sgd.solvers.optim import SGD, Optimizer, Schedule
+from mpi_sgd.solvers.sparse import FOLD_BELOW, SparseStep
 from mpi_sgd.solvers.update import make_update
 
 if TYPE_CHECKING:
@@ -203,6 +203,16 @@ class ColumnExchange(Exchange):
     comm : Communicator
     max_rows : int
         The most rows of a step's batch.
+    scale : float
+        The lazy-L2 factor to start from (a checkpoint's, inside an epoch).
+
+    Notes
+    -----
+    With CSR rows, plain SGD and no L1 (nor ``--standardize``) the step touches only the
+    batch's columns, as the sparse exchange's does: the partial scores from those columns,
+    their gradient, and the update with the L2 decay kept lazy (``coef = scale * stored``,
+    folded at epoch ends; :mod:`mpi_sgd.solvers.sparse`). A step then costs O(non-zeros of
+    the batch) instead of O(this rank's share of the model).
     """
 
     name = "columns"
@@ -213,6 +223,7 @@ class ColumnExchange(Exchange):
         optimizer: Optimizer,
         comm: Communicator,
         max_rows: int,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
         from mpi_sgd.model.vertical import BlockModel  # (the model layer's, not the solvers')
@@ -228,6 +239,16 @@ class ColumnExchange(Exchange):
         self.comm = comm
         self._sum = comm.inplace_sum_for(self._buf)
         self._update = make_update(model, optimizer, objective.l2, objective.l1)
+        self._touched = (
+            sp.issparse(objective.data.X)
+            and type(optimizer) is SGD
+            and objective.l1 == 0.0
+            and model.scaler is None
+        )
+        self.optimizer, self.l2, self.scale = optimizer, objective.l2, float(scale)
+        self._slot = np.zeros(model.n_features if self._touched else 0, dtype=np.int32)
+        self._arange = np.arange(0, dtype=np.int32)
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def exchange(
         self, X: Batch, y: np.ndarray, with_loss: bool, vote: float
@@ -240,7 +261,13 @@ class ColumnExchange(Exchange):
         buf = self._buf
         part = buf[:m] if K == 1 else buf[: m * K].reshape(m, K)
         buf[:] = 0.0
-        model.partial_scores(X, part)
+        if self._touched:
+            u, Xu = self._compact(X)  # type: ignore[arg-type]
+            W = model.coef[:, u]
+            part[...] = Xu @ W[0] if K == 1 else np.asarray(Xu @ np.ascontiguousarray(W.T))
+            part *= self.scale
+        else:
+            model.partial_scores(X, part)
         buf[-2] = vote
         t0 = time.perf_counter()
         self._sum()
@@ -252,18 +279,70 @@ class ColumnExchange(Exchange):
             return 0.0, FAILED_STEP
         part += model.intercept if K > 1 else model.intercept[0]
         total = model.loss.loss_dscores(part, y, part, with_loss) if m else 0.0
-        model.add_columns_product(X, part, self._grad)
-        model.finish_gradient(self._grad)
+        if self._touched:
+            values = np.asarray(Xu.T @ part).reshape(u.size, K).T
+            gint = part.reshape(m, K).sum(axis=0) if model.fit_intercept else np.zeros(K)
+            self._pending = (u, values, gint)
+        else:
+            model.add_columns_product(X, part, self._grad)
+            model.finish_gradient(self._grad)
         return (total if with_loss else 0.0), float(m)
+
+    def _compact(self, X: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
+        """The batch's distinct columns ``u`` and its rows on them (columns renumbered
+        ``0 .. |u| - 1``), in O(nnz) without sorting (as :class:`SparseStep`)."""
+        idx, nnz = X.indices, X.nnz
+        if self._arange.size < nnz:
+            self._arange = np.arange(max(nnz, 2 * self._arange.size), dtype=np.int32)
+        ar, slot = self._arange[:nnz], self._slot
+        slot[idx] = ar
+        u = idx[slot[idx] == ar]
+        slot[u] = ar[: u.size]
+        where = slot[idx]
+        return u.astype(np.int64), sp.csr_matrix((X.data, where, X.indptr), (X.shape[0], u.size))
 
     def finite(self, loss_sum: float, with_loss: bool) -> bool:
         # the shared residual's sum (the raw intercept's gradient) turns non-finite with the
         # scores; the block's first coefficient as the dense exchange's check
+        if self._touched:
+            assert self._pending is not None
+            _, values, gint = self._pending
+            return bool(math.isfinite(loss_sum) and np.isfinite(values.sum() + gint.sum()))
         pen = self.model.n_penalised
         return math.isfinite(loss_sum if with_loss else self._grad.item(0) + self._grad.item(pen))
 
     def update(self, count: float, lr: float) -> None:
-        self._update.apply(self._grad, count, lr)
+        if not self._touched:
+            self._update.apply(self._grad, count, lr)
+            return
+        assert self._pending is not None
+        u, values, gint = self._pending
+        model = self.model
+        if self.l2:
+            self.scale *= 1.0 - lr * self.l2
+        model.coef[:, u] -= (lr / (count * self.scale)) * values
+        if model.fit_intercept:
+            model.intercept[:] -= (lr / count) * gint
+        if self.scale < FOLD_BELOW:
+            self._fold()
+        self.optimizer.t += 1
+
+    def _fold(self) -> None:
+        if self.scale != 1.0:
+            self.model.coef[:] *= self.scale
+            self.scale = 1.0
+
+    def record(
+        self, position: TrainingPosition, loss_sum: float, count: float, step: int, steps: int
+    ) -> None:
+        super().record(position, loss_sum, count, step, steps)
+        if self._touched:
+            position.coef_scale = self.scale  # a checkpoint inside the epoch stores it
+
+    def end_epoch(self, position: TrainingPosition, last: bool) -> None:
+        if self._touched:
+            self._fold()  # the true parameters, before anyone reads them
+            position.coef_scale = 1.0
 
     def shared_sums(self, position: TrainingPosition) -> list[float]:
         # each rank's loss sums come from its own copy of the summed scores
@@ -497,7 +576,7 @@ def make_exchange(
     if name == "sparse":
         return SparseExchange(objective, optimizer, comm, position.coef_scale)
     if name == "columns":
-        return ColumnExchange(objective, optimizer, comm, max_rows)
+        return ColumnExchange(objective, optimizer, comm, max_rows, position.coef_scale)
     if name == "averaging":
         return ModelAveraging(
             objective,

@@ -340,7 +340,7 @@ class LBFGSSolver(FullBatchSolver):
                 dtype=np.int64,
             ),
             # (column blocks: the pairs' Gram matrices, so a resumption continues bit for bit)
-            "gram": np.stack([self._SY, self._YY]),
+            "gram": np.concatenate([self._SY, self._YY]),  # (2m, m): sᵢ·yⱼ over yᵢ·yⱼ
         }
 
     def _extra_spec(self) -> StateSpec:
@@ -350,7 +350,7 @@ class LBFGSSolver(FullBatchSolver):
             "y": ((m, P), "f"),
             "rho": ((m,), "f"),
             "history": ((4,), "iu"),
-            "gram": ((2, m, m), "f"),
+            "gram": ((2 * m, m), "f"),
         }
 
     def _load_extra(self, state: StateDict) -> None:
@@ -365,5 +365,6 @@ class LBFGSSolver(FullBatchSolver):
         np.copyto(self._Y, state["y"])
         np.copyto(self._rho, state["rho"])
         self._head, self._count, self.skipped_updates = head, count, skipped
-        self._SY[:], self._YY[:] = state["gram"]
+        m = self.history
+        self._SY[:], self._YY[:] = state["gram"][:m], state["gram"][m:]
         self._gram_valid = bool(valid)
