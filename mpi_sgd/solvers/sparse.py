@@ -88,18 +88,6 @@ class SparseStep:
         m, nnz = X.shape[0], X.nnz
         if m == 0:
             return np.empty(0, np.int64), np.empty((k, 0)), np.zeros(k), 0.0
-        coef = model.coef
-        if k == 1:
-            s = np.asarray(X @ coef[0]).reshape(-1)
-            s *= self.scale
-            s += model.intercept[0]
-        else:
-            s = np.asarray(X @ coef.T)
-            s *= self.scale
-            s += model.intercept
-        loss_sum = model.loss.loss_dscores(s, y, s, with_loss)
-        s2 = s.reshape(m, k)
-        gint = s2.sum(axis=0) if model.fit_intercept else np.zeros(k)
         idx = X.indices
         if self._arange.size < nnz:
             self._arange = np.arange(max(nnz, 2 * self._arange.size), dtype=np.int32)
@@ -111,14 +99,26 @@ class SparseStep:
         u = idx[slot[idx] == ar]
         slot[u] = ar[: u.size]
         where = slot[idx]  # each non-zero's position in u
-        row_of = np.repeat(ar[:m], np.diff(X.indptr))
-        values = np.empty((k, u.size))
-        if k == 1:
+        if k == 1:  # a vector product: no copy of the model (measured faster than below)
+            s = np.asarray(X @ model.coef[0]).reshape(-1)
+            s *= self.scale
+            s += model.intercept[0]
+            loss_sum = model.loss.loss_dscores(s, y, s, with_loss)
+            gint = s.reshape(m, 1).sum(axis=0) if model.fit_intercept else np.zeros(1)
+            row_of = np.repeat(ar[:m], np.diff(X.indptr))
+            values = np.empty((1, u.size))
             values[0] = np.bincount(where, weights=X.data * s[row_of], minlength=u.size)
-        else:
-            per_nnz = s2[row_of]  # (nnz, k)
-            for j in range(k):
-                values[j] = np.bincount(where, weights=X.data * per_nnz[:, j], minlength=u.size)
+            return u.astype(np.int64), values, gint, loss_sum
+        # several outputs: the batch on its columns only, scores and gradient from the touched
+        # coefficients (k x |u|); scipy would copy the whole transposed (k x d) model per step
+        # (W2-like softmax, 256 rows: 1.2 ms a step against 2.7 ms)
+        Xu = sp.csr_matrix((X.data, where, X.indptr), shape=(m, u.size))
+        s = np.asarray(Xu @ np.ascontiguousarray(model.coef[:, u].T))
+        s *= self.scale
+        s += model.intercept
+        loss_sum = model.loss.loss_dscores(s, y, s, with_loss)
+        gint = s.sum(axis=0) if model.fit_intercept else np.zeros(k)
+        values = np.asarray(Xu.T @ s).T.copy()  # (k, |u|)
         return u.astype(np.int64), values, gint, loss_sum
 
     # ----------------------------------------------------------------------------- exchange
