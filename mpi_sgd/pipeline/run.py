@@ -15,7 +15,7 @@ from mpi_sgd import __version__
 from mpi_sgd.comm import Communicator, check_identical_params
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.config_file import write_run_config
-from mpi_sgd.errors import ConfigError, Preempted, everywhere
+from mpi_sgd.errors import Preempted, everywhere
 from mpi_sgd.model.health import Baselines
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import get_loss
@@ -152,13 +152,6 @@ def _train_locked(
     model: LinearModel
     if config.partition == FEATURES:
         check_columns_config(config)
-        if options.init:
-            raise everywhere(
-                ConfigError(
-                    "--init is not available with --partition features yet: start from zeros, "
-                    "or train the first model with a row partition"
-                )
-            )
         data = load_columns(config, options, comm)
         assert data.cuts is not None
         model, base = build_block_model(

@@ -10,13 +10,16 @@ confirms every rank holds the same bytes. Any solver then starts from ``model.pa
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from mpi_sgd.comm import Communicator, broadcast_params, check_identical_params
 from mpi_sgd.config import TrainConfig
-from mpi_sgd.errors import CheckpointError
+from mpi_sgd.errors import CheckpointError, everywhere
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.standardize import from_original_scale
+from mpi_sgd.model.vertical import BlockModel
 from mpi_sgd.state.export import SavedModel, load_model
 
 # A standardized intercept this small (relative to the parameters' size) is the 0 of a model
@@ -61,6 +64,8 @@ def warm_start(
         kind, feature count, outputs or classes, or has an intercept under ``--no-intercept``
         (the message names what differs, with both values).
     """
+    if isinstance(model, BlockModel):
+        return _warm_start_block(directory, config, model, classes, source, comm)
     with comm.collective_section():
         if comm.is_root:
             try:
@@ -83,6 +88,55 @@ def warm_start(
     return f"starting from the model in --init {directory}{scale}"
 
 
+def _warm_start_block(
+    directory: str,
+    config: TrainConfig,
+    model: BlockModel,
+    classes: np.ndarray,
+    source: str,
+    comm: Communicator,
+) -> str:
+    """``--init`` for a feature-partitioned model: every rank reads the saved (full) model and
+    takes its block of the coefficients; under ``--standardize`` the standardized intercept
+    ``b + Σ_j coef_j·c_j`` sums the blocks' shares (one Allreduce of K values). Collective."""
+    saved: SavedModel | None = None
+    with comm.collective_section():
+        try:
+            saved = load_model(directory)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--init {directory}: {exc}") from exc
+        check_init_compatible(
+            saved, directory, config, model, classes, source, n_features=model.n_features_total
+        )
+    assert saved is not None
+    digest = hashlib.sha256(np.ascontiguousarray(saved.coef_, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(saved.intercept_, dtype=np.float64).tobytes())
+    if len(set(comm.allgather_str(digest.hexdigest()))) > 1:
+        raise everywhere(
+            CheckpointError(
+                f"--init {directory}: the ranks read different models (is it on a file "
+                "system that every rank sees?)"
+            )
+        )
+    block = model.layout.block
+    coef = np.asarray(saved.coef_[:, block.start : block.stop], dtype=np.float64)
+    intercept = np.asarray(saved.intercept_, dtype=np.float64).copy()
+    if model.scaler is not None:
+        coef, share = from_original_scale(
+            coef, np.zeros_like(intercept), model.scaler.offset, model.scaler.scale
+        )
+        comm.allreduce_sum_(share)
+        intercept += share
+    if not config.fit_intercept:
+        with comm.collective_section():
+            intercept = _no_intercept(intercept, saved.coef_, directory)
+    model.coef[...] = coef
+    model.intercept[...] = intercept
+    check_identical_params(model.shared_state(), comm, "the start from --init")
+    scale = " (converted to the standardized features)" if model.scaler is not None else ""
+    return f"starting from the model in --init {directory}{scale}, each rank its block"
+
+
 def check_init_compatible(
     saved: SavedModel,
     directory: str,
@@ -90,19 +144,22 @@ def check_init_compatible(
     model: LinearModel,
     classes: np.ndarray,
     source: str,
+    n_features: int | None = None,
 ) -> None:
     """Raise :class:`CheckpointError` naming the first difference between the saved model and
-    this run's: kind (``--model``), feature count, classes, outputs."""
+    this run's: kind (``--model``), feature count (``n_features``, the model's by default),
+    classes, outputs."""
     where = f"--init {directory}"
+    width_here = model.n_features if n_features is None else n_features
     if saved.model != config.model:
         raise CheckpointError(
             f"{where} holds a {saved.model} model and this run trains --model {config.model}: "
             "start from a model of the same kind"
         )
     width = saved.coef_.shape[1]
-    if width != model.n_features:
+    if width != width_here:
         raise CheckpointError(
-            f"{where} has {width} features and --train {source} has {model.n_features}: start "
+            f"{where} has {width} features and --train {source} has {width_here}: start "
             "from a model trained on data of the same width"
         )
     saved_classes = [float(c) for c in saved.metadata.get("classes", [])]

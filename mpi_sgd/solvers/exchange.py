@@ -262,7 +262,7 @@ class ColumnExchange(Exchange):
         part = buf[:m] if K == 1 else buf[: m * K].reshape(m, K)
         buf[:] = 0.0
         if self._touched:
-            u, Xu = self._compact(X)  # type: ignore[arg-type]
+            u, Xu = self._compact(X)
             W = model.coef[:, u]
             part[...] = Xu @ W[0] if K == 1 else np.asarray(Xu @ np.ascontiguousarray(W.T))
             part *= self.scale

@@ -207,3 +207,27 @@ def test_sparse_sgd_resumes_from_inside_an_epoch_bitwise(tmp_path):
     res = mpirun(3, [*ran, "--resume"])  # (another N: the blocks cut again)
     assert res.returncode == 0, res
     np.testing.assert_allclose(params(out), params(whole), rtol=0, atol=1e-12)
+
+
+def test_init_from_a_saved_model_starts_where_the_row_fit_starts(cancer, tmp_path):
+    """--init under --partition features: each rank takes its block of the saved model (the
+    standardized intercept summed over the blocks): the first objective is the row fit's."""
+    start = str(tmp_path / "start")
+    res = mpirun(1, [*LBFGS, "--train", cancer["train"], "--max-iter", "4", "--output", start])
+    assert res.returncode == 0, res
+    firsts = []
+    for n, train in (
+        (1, ["--train", cancer["train"]]),
+        (2, ["--partition", "features", "--train", cancer["train_cols"]]),
+    ):
+        metrics = str(tmp_path / f"m{n}.jsonl")
+        out = str(tmp_path / f"out{n}")
+        res = mpirun(n, [*LBFGS, *train, "--init", start, "--metrics", metrics, "--output", out])
+        assert res.returncode == 0, res
+        with open(metrics) as f:
+            records = [json.loads(line) for line in f]
+        firsts.append(next(r for r in records if r["event"] == "iteration")["objective"])
+    assert firsts[1] == pytest.approx(firsts[0], rel=1e-12)
+    np.testing.assert_allclose(
+        params(str(tmp_path / "out2")), params(str(tmp_path / "out1")), atol=1e-6
+    )
