@@ -81,7 +81,9 @@ def test_the_model_is_the_optimum_on_one_and_three_ranks(
             np.testing.assert_allclose(theta, reference, atol=1e-6)
     if l1:
         assert np.array_equal(thetas[0] == 0, reference == 0) and (thetas[0] == 0).any()
-    np.testing.assert_allclose(thetas[0], thetas[1], atol=1e-8)
+    # both stop at ‖∇F‖∞ <= 1e-10; over the smallest curvature (>= l2 = 1e-3) that bounds
+    # their distance by about 1e-7
+    np.testing.assert_allclose(thetas[0], thetas[1], atol=1e-7)
 
 
 def test_a_stop_mid_solve_resumes_bitwise_and_on_other_rank_counts(tmp_path, cancer):
