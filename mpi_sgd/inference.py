@@ -16,13 +16,14 @@ Stages of :func:`predict_files`::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -359,18 +360,39 @@ def _column_name(label: object) -> str:
     return plain_number(float(label))  # type: ignore[arg-type]
 
 
+def _predictions_file(
+    saved: SavedModel, request: PredictRequest, n_rows: int, comm: Communicator
+) -> PredictionFile | None:
+    """The predictions file of ``request.output`` for ``n_rows`` rows (None without one), in
+    the format its name says. Collective."""
+    if not request.output:
+        return None
+    layout = layout_for(saved, request.what, n_rows, format_of(request.output))
+    return PredictionFile(request.output, n_rows, layout, comm)
+
+
+@contextlib.contextmanager
+def _committed(writer: PredictionFile | None) -> Iterator[None]:
+    """Commit ``writer`` (if any) when the block ends, or discard it if the block raises, then
+    re-raise."""
+    try:
+        yield
+        if writer is not None:
+            writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+
+
 def score(
     saved: SavedModel, data: Dataset, request: PredictRequest, comm: Communicator
 ) -> dict[str, Any] | None:
     """Score this rank's rows in chunks: write the outputs (if ``request.output``) and add up
     the metrics (if ``request.metrics``); returns the global metrics or None. Collective."""
-    writer = None
-    if request.output:
-        fmt = format_of(request.output)
-        layout = layout_for(saved, request.what, data.n_total, fmt)
-        writer = PredictionFile(request.output, data.n_total, layout, comm)
+    writer = _predictions_file(saved, request, data.n_total, comm)
     sums = MetricSums(saved, request.unknown_labels, data.source) if request.metrics else None
-    try:
+    with _committed(writer):
         with comm.collective_section():
             ids = data.ownership.global_ids()
             step = request.chunk_rows
@@ -381,12 +403,6 @@ def score(
                 if sums is not None:
                     sums.add(X, y)
         check_coverage(ids, data.n_total, comm, data.source)
-        if writer is not None:
-            writer.commit()
-    except BaseException:
-        if writer is not None:
-            writer.discard()
-        raise
     return sums.finish(comm) if sums is not None else None
 
 
@@ -409,14 +425,11 @@ def score_columns(
     K, n = coef.shape[0], block.n_rows
     # the saved model applied to summed scores: identity coefficients, no intercept (exact)
     on_scores = replace(saved, coef_=np.eye(K), intercept_=np.zeros(K))
-    writer = None
-    if request.output:
-        layout = layout_for(saved, request.what, n, format_of(request.output))
-        writer = PredictionFile(request.output, n, layout, comm)
+    writer = _predictions_file(saved, request, n, comm)
     sums = MetricSums(on_scores, request.unknown_labels, request.data) if request.metrics else None
     step = request.chunk_rows
     buf = np.zeros(min(step, max(n, 1)) * K + 1)
-    try:
+    with _committed(writer):
         for start in range(0, n, step):
             m = min(step, n - start)
             part = buf[: m * K].reshape(m, K)
@@ -432,12 +445,6 @@ def score_columns(
                         sums.add(part, block.y[start : start + m])
         mine = np.arange(n, dtype=np.int64) if comm.is_root else np.empty(0, np.int64)
         check_coverage(mine, n, comm, request.data)
-        if writer is not None:
-            writer.commit()
-    except BaseException:
-        if writer is not None:
-            writer.discard()
-        raise
     return sums.finish(comm) if sums is not None else None
 
 

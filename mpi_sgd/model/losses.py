@@ -32,6 +32,7 @@ import numpy as np
 from scipy.special import expit
 
 from mpi_sgd.errors import ConfigError, everywhere
+from mpi_sgd.model.fused import softmax_loss
 
 
 class Loss(ABC):
@@ -160,9 +161,12 @@ class LogisticLoss(Loss):
     Small batches: three vectorised calls (``logaddexp``, a dot product, ``expit``) into a
     buffer reused across steps, since there the per-call overhead, not the arithmetic,
     dominates. From :data:`SHARED_EXP_ROWS` rows on (full passes, large batches) the loss and
-    its derivative share one ``e = exp(-|z|)``: ``log(1 + exp(z)) = max(z, 0) + log1p(e)`` and
-    ``σ(z) = 1 / (1 + e)`` (``z >= 0``) or ``e / (1 + e)`` (``z < 0``), about half the time of
-    ``logaddexp`` plus ``expit``; both forms are accurate to a few ulps.
+    its derivative share one ``e = exp(-|z|)``: ``log(1 + exp(z)) = |z|/2 + z/2 + log(1 + e)``
+    (the logarithms summed as the logarithm of chunks' products, so one ``log`` per thousand
+    rows) and ``σ(z) = exp(min(z, 0)) / (1 + e)``: two exponentials per row where ``logaddexp``
+    plus ``expit`` take three transcendental functions; both forms are accurate to a few ulps,
+    ``σ`` relatively also in the tails. The full pass of the objective uses a compiled kernel
+    instead where it was built (:mod:`mpi_sgd.model.fused`).
     """
 
     name = "logistic"
@@ -206,24 +210,38 @@ class LogisticLoss(Loss):
         if self._q.shape[0] < m or self._q.dtype != z.dtype:
             self._q = np.empty(m, dtype=z.dtype)
             self._w = np.empty(m, dtype=z.dtype)
-        e, q, w = self._t[:m], self._q[:m], self._w[:m]
-        np.abs(z, out=e)
-        np.negative(e, out=e)
-        np.exp(e, out=e)  # exp(-|z|), in (0, 1]
+        e, q, h = self._t[:m], self._q[:m], self._w[:m]
+        a = np.abs(z, out=e)
+        # loss = max(z, 0) - y z + log(1 + e) = |z|/2 + (1/2 - y) z + log(1 + e)
         total = math.nan
         if with_loss:
-            np.maximum(z, 0.0, out=q)
-            total = float(q.sum(dtype=np.float64)) - float(y @ z)
-            np.log1p(e, out=q)
-            total += float(q.sum(dtype=np.float64))
-        # σ(z) = exp(min(z, 0)) / (1 + exp(-|z|)): e^z / (1 + e^z) below 0, 1 / (1 + e^-z)
-        # above, both without cancellation, and without a masked copy (measured 3x faster)
-        np.minimum(z, 0.0, out=w)
-        np.exp(w, out=w)
+            np.subtract(0.5, y, out=h)
+            total = 0.5 * float(np.add.reduce(a)) + float(h @ z)
+        np.negative(a, out=e)
+        np.exp(e, out=e)  # e = exp(-|z|), in (0, 1]
         np.add(e, 1.0, out=q)
-        np.divide(w, q, out=dscores)  # (z, which dscores may be, is not read after this)
+        if with_loss:
+            total += self._sum_log(q)
+        # σ(z) = exp(min(z, 0)) / (1 + exp(-|z|)): e^z / (1 + e^z) below 0, 1 / (1 + e^-z)
+        # above, both without cancellation (accurate in the tails, relatively), and without a
+        # masked copy (measured 3x faster than one)
+        np.minimum(z, 0.0, out=h)
+        np.exp(h, out=h)
+        np.divide(h, q, out=dscores)  # (z, which dscores may be, is not read after this)
         dscores -= y
         return total
+
+    @staticmethod
+    def _sum_log(q: np.ndarray) -> float:
+        """``Σ log q`` for ``q`` in [1, 2]: the logarithm of products of chunks short enough
+        not to overflow (2^1000 in float64), one logarithm per chunk instead of per row.
+        The error is at most about an ulp of 1 per row (rounding ``1 + e``), where ``log1p(e)``
+        is exact to an ulp of ``e``: below 1e-16 of the mean loss either way."""
+        chunk = 1000 if q.dtype.itemsize >= 8 else 100
+        if q.shape[0] <= chunk:
+            return math.log(float(np.multiply.reduce(q)))
+        starts = np.arange(0, q.shape[0], chunk)
+        return float(np.add.reduce(np.log(np.multiply.reduceat(q, starts), dtype=np.float64)))
 
     def row_losses(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.logaddexp(0.0, scores) - y * scores
@@ -247,8 +265,10 @@ class LogisticLoss(Loss):
 class SoftmaxLoss(Loss):
     """Multinomial cross-entropy on K scores per row, labels in {0, ..., K-1}.
 
-    Plain numpy (max-shifted exponentials) rather than ``scipy.special.logsumexp``, whose
-    array-API dispatch costs more than the arithmetic at these sizes; the per-row temporaries
+    A compiled loop over the rows where it was built (:mod:`mpi_sgd.model.fused`; float64
+    scores), else plain numpy (max-shifted exponentials) rather than
+    ``scipy.special.logsumexp``, whose array-API dispatch costs more than the arithmetic at
+    these sizes; the per-row temporaries
     live in buffers reused across calls (sized by the largest batch or block seen). Scores may
     be C- or Fortran-ordered (the full passes use Fortran order: numpy's reductions over the K
     scores of each row are then ~10x faster than along a C row of 10).
@@ -256,6 +276,9 @@ class SoftmaxLoss(Loss):
 
     name = "softmax"
     full_batch_ok = True
+    COMPILED_ROWS = 1
+    """From this many rows on, the compiled loop (:func:`mpi_sgd.model.fused.softmax_loss`)
+    where it was built: one call where numpy makes a dozen (measured faster from one row)."""
 
     def __init__(self) -> None:
         self._m = -1
@@ -304,6 +327,10 @@ class SoftmaxLoss(Loss):
         m, k = scores.shape
         if m == 0:
             return 0.0
+        if m >= self.COMPILED_ROWS:
+            total = softmax_loss(scores, y, dscores, with_loss)
+            if total is not None:
+                return total
         self._buffers(m, k, scores.dtype)
         order = _order(scores)
         idx = self._flat_index(y, m, order) if order and order == _order(dscores) else None

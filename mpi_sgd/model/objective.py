@@ -47,6 +47,8 @@ from mpi_sgd.comm import Communicator
 from mpi_sgd.errors import ConfigError, everywhere
 from mpi_sgd.model.blocks import RowBlocks
 from mpi_sgd.model.collective import sum_or_raise
+from mpi_sgd.model.fused import LogisticPass, fused_pass, softmax_loss
+from mpi_sgd.model.fused import available as fused_available
 from mpi_sgd.model.linear import LinearModel
 from mpi_sgd.model.losses import check_full_batch
 from mpi_sgd.model.standardize import unfold_rows
@@ -104,6 +106,8 @@ class DistributedObjective:
         self._curv: np.ndarray | None = None  # per-row curvature at hessian_point
         self._point = np.zeros(P)  # hessian_point, while _has_point
         self._has_point = False
+        self._fused: LogisticPass | None = None  # the compiled pass, made on first use
+        self._fused_src: tuple[object, object] | None = None  # the (X, y) it was made for
         self.n_evaluations = 0  # full passes made (loss_gradient, Hessian products, Hessians)
         self.allreduce_seconds = 0.0  # in the full passes' Allreduces, waiting included
 
@@ -434,12 +438,37 @@ class DistributedObjective:
         buf[: P + 2] = 0.0
         y, weights = self._labels_weights()
         curv = self._curvature_buffer() if curvature else None
+        fused = self._fused_pass(weights)
+        if fused is not None:  # the compiled pass: one read of each row (mpi_sgd.model.fused)
+            buf[P] = fused(coef, intercept, gcoef, gint, curv)
+            buf[P + 1] = blocks.n_rows
+            if curv is not None:
+                self._keep_point()
+            return
         total = 0.0
+        # one output: the intercept as a Python float and its gradient summed into one, which
+        # spares two numpy scalar operations per block (measured 1 to 2 % of a pass)
+        single = intercept.shape[0] == 1
+        shift: np.ndarray | float = float(intercept[0]) if single else intercept
+        with_shift = not single or shift != 0.0  # (standardizing folds an offset into it)
+        shift_sum = 0.0
+        # softmax without curvature or weights: the compiled loss adds the intercepts and sums
+        # the residuals in the same loop (mpi_sgd.model.fused.softmax_loss)
+        compiled_softmax = (
+            not single and curv is None and weights is None and model.loss.name == "softmax"
+        )
         for blk in blocks:
             a, b = blk.start, blk.stop
             s = self._block_buffers(blk.n_rows)[0]
             blk.matvec(coef, s)
-            s += intercept if s.ndim == 2 else intercept[0]
+            if compiled_softmax:
+                block_loss = softmax_loss(s, y[a:b], s, True, intercept, gint)
+                if block_loss is not None:
+                    total += block_loss
+                    blk.rmatvec_add(s, gcoef)
+                    continue
+            if with_shift:
+                s += shift
             yb = y[a:b]
             if curv is not None:
                 loss.curvature(s, yb, curv[a:b])
@@ -451,11 +480,28 @@ class DistributedObjective:
                 loss.loss_dscores(s, yb, s, with_loss=False)
                 s *= wb if s.ndim == 1 else wb[:, None]
             blk.rmatvec_add(s, gcoef)
-            gint += s.sum(axis=0)
+            if single:
+                shift_sum += float(np.add.reduce(s))
+            else:
+                gint += s.sum(axis=0)
+        if single:
+            gint[0] = shift_sum
         buf[P] = total
         buf[P + 1] = blocks.n_rows
         if curv is not None:
             self._keep_point()
+
+    def _fused_pass(self, weights: np.ndarray | None) -> LogisticPass | None:
+        """The compiled pass over this rank's rows where it applies (unweighted, a loss and a
+        storage :func:`~mpi_sgd.model.fused.fused_pass` has a kernel for), else None."""
+        if weights is not None or not fused_available():
+            return None
+        X, y = self.data.X, self.data.y
+        src = self._fused_src
+        if src is None or src[0] is not X or src[1] is not y:
+            self._fused = fused_pass(self.model.loss, X, y)
+            self._fused_src = (X, y)
+        return self._fused
 
     def _curvature_buffer(self) -> np.ndarray:
         n, k = self.data.X.shape[0], self.model.n_outputs
@@ -473,8 +519,13 @@ class DistributedObjective:
         model = self.model
         blocks = self._row_blocks()
         coef, intercept = self._raw_views(model.refresh_raw())
-        y, _ = self._labels_weights()
+        y, weights = self._labels_weights()
         curv = self._curvature_buffer()
+        fused = self._fused_pass(weights)
+        if fused is not None:  # the scores as the fused gradient pass computes them
+            fused(coef, intercept, None, None, curv)
+            self._keep_point()
+            return
         for blk in blocks:
             a, b = blk.start, blk.stop
             s = self._block_buffers(blk.n_rows)[0]

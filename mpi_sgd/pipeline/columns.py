@@ -17,13 +17,12 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from mpi_sgd.comm import Communicator, check_identical_params
+from mpi_sgd.comm import Communicator
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.columns import ColumnData, load_column_block
 from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.data.loader import Dataset
 from mpi_sgd.data.partition import RowOwnership
-from mpi_sgd.data.sizes import agreed_memory, check_model_size
 from mpi_sgd.errors import ConfigError, DataError, everywhere
 from mpi_sgd.model.health import Baselines, baselines
 from mpi_sgd.model.losses import Loss, get_loss
@@ -31,8 +30,15 @@ from mpi_sgd.model.objective import EvalData
 from mpi_sgd.model.standardize import fit_scaler
 from mpi_sgd.model.vertical import BlockModel, ColumnLayout, VerticalObjective
 from mpi_sgd.pipeline.records import LoadedData, RunOptions, TrainResult
-from mpi_sgd.pipeline.solve import build_full_batch, finish_full_batch
-from mpi_sgd.pipeline.stages import build_steps, check_trained_model
+from mpi_sgd.pipeline.solve import build_full_batch
+from mpi_sgd.pipeline.stages import (
+    build_steps,
+    check_model_fits,
+    check_xy,
+    fit_epochs,
+    fit_full_batch,
+    labelled,
+)
 from mpi_sgd.solvers.base import EpochReport, FitHooks
 from mpi_sgd.solvers.sgd import SGDSolver
 from mpi_sgd.state.checkpoint import TrainingPosition
@@ -70,27 +76,20 @@ def load_columns(config: TrainConfig, options: RunOptions, comm: Communicator) -
             options.test, comm, options.column_balance, cuts=train.cuts, what="--test"
         )
     loss = get_loss(config.model)
-    serial = Communicator.serial()
     train_set = column_dataset(train, options.train, config.dtype)
     test_set = None
     if test is not None:
         assert options.test is not None
         test_set = column_dataset(test, options.test, config.dtype)
-    classes = agree_classes(train_set.y, loss, serial, options.train)
-    y_test = None
-    with comm.collective_section():
-        y_train = encode_labels(train_set.y, classes, loss, options.train)
-        if test_set is not None:
-            y_test = encode_labels(test_set.y, classes, loss, test_set.source)
-    return LoadedData(
+    return labelled(
+        loss,
         train_set,
         test_set,
-        classes,
-        y_train,
-        y_test,
         options.train,
         options.test,
-        time.perf_counter() - t0,
+        t0,
+        comm,
+        classes_comm=Communicator.serial(),  # every rank holds every label
         cuts=train.cuts,
     )
 
@@ -108,14 +107,8 @@ def build_block_model(
     the trivial models' losses (every rank computes them from every label). Collective."""
     n_outputs = loss.n_outputs(classes.size)
     layout = ColumnLayout(cuts, comm.rank, n_outputs)
-    check_model_size(
-        train_set.n_features,
-        n_outputs,
-        config.fit_intercept,
-        agreed_memory(comm),
-        source=train_set.source,
-        hint="use more ranks (each holds 1/N of the coefficients)",
-    )
+    hint = "use more ranks (each holds 1/N of the coefficients)"
+    check_model_fits(config, train_set, n_outputs, comm, hint)
     serial = Communicator.serial()
     scaler = None
     if config.standardize:
@@ -218,11 +211,7 @@ def fit_columns(
     X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     with comm.collective_section():
-        if X.ndim != 2 or X.shape[0] != y.shape[0]:
-            raise DataError(
-                f"X of shape {X.shape} and y of shape {y.shape}: expected a 2-D X with one "
-                "label per row"
-            )
+        check_xy(X, y)
     _agree_rows(X, y, comm)
     widths = comm.allgather_int(int(X.shape[1]))
     if (widths < 1).any():
@@ -251,49 +240,9 @@ def fit_columns(
     hooks.loss_limit = base.divergence_limit
     if config.solver != "sgd":
         full_batch = build_full_batch(config, objective, hooks)
-        t0 = time.perf_counter()
-        full_batch.fit()
-        wall = time.perf_counter() - t0
-        summary, warnings = finish_full_batch(full_batch, objective.data, hooks.test, comm, base)
-        return TrainResult(
-            model,
-            classes,
-            [],
-            0,
-            summary.steps,
-            wall,
-            base,
-            warnings,
-            position=full_batch.position,
-            optimizer_state=full_batch.state_dict(),
-            fullbatch=summary.fullbatch,
-        )
+        return fit_full_batch(full_batch, objective.data, comm, base, classes)
     plan, schedule, optimizer = build_steps(config, train_set, model, serial)
     solver = SGDSolver(
         objective, optimizer, schedule, plan, config, hooks, TrainingPosition(), exchange="columns"
     )
-    t0 = time.perf_counter()
-    reports: list[EpochReport] = []
-    while solver.epochs_done < config.epochs:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            report = solver.run_epoch()
-        if report is None:
-            break
-        reports.append(report)
-        if (on_epoch is not None and on_epoch(report, solver)) or solver.stop_reason:
-            break
-    wall = time.perf_counter() - t0
-    check_identical_params(model.shared_state(), comm, "the end of training")
-    warnings = check_trained_model(model, objective.data, comm, base, reports)
-    return TrainResult(
-        model,
-        classes,
-        reports,
-        solver.epochs_done,
-        solver.global_step,
-        wall,
-        base,
-        warnings,
-        position=solver.position,
-        optimizer_state=optimizer.state_dict(),
-    )
+    return fit_epochs(solver, objective.data, base, classes, on_epoch)

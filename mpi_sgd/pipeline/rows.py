@@ -4,7 +4,6 @@ Collective."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mpi_sgd import __version__
-from mpi_sgd.comm import Communicator, broadcast_params, check_identical_params
+from mpi_sgd.comm import Communicator, broadcast_params
 from mpi_sgd.config import TrainConfig
 from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.data.loader import Dataset
@@ -24,12 +23,14 @@ from mpi_sgd.model.objective import DistributedObjective, EvalData
 from mpi_sgd.model.weighted import WeightedObjective, normalised_weights, weighted_labels
 from mpi_sgd.pipeline.hooks import Checkpointer
 from mpi_sgd.pipeline.records import RunOptions, TrainResult
-from mpi_sgd.pipeline.solve import build_full_batch, finish_full_batch
+from mpi_sgd.pipeline.solve import build_full_batch
 from mpi_sgd.pipeline.stages import (
     build_model,
     build_steps,
-    check_trained_model,
+    check_xy,
     choose_exchange,
+    fit_epochs,
+    fit_full_batch,
     resume,
 )
 from mpi_sgd.reporting.metrics import Console, MetricsWriter
@@ -108,11 +109,7 @@ def fit_rows(
     X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     with comm.collective_section():
-        if X.ndim != 2 or X.shape[0] != y.shape[0]:
-            raise DataError(
-                f"X of shape {X.shape} and y of shape {y.shape}: expected a 2-D X with one "
-                "label per row"
-            )
+        check_xy(X, y)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
             if sample_weight.shape != y.shape:
@@ -169,23 +166,7 @@ def fit_rows(
         if optimizer_state is not None:
             full_batch.load_state_dict(optimizer_state)
         keep.attach(hooks, full_batch.optimizer)
-        t0 = time.perf_counter()
-        full_batch.fit()
-        wall = time.perf_counter() - t0  # a stop request ends it as "stopped", as SGD's epochs
-        summary, warnings = finish_full_batch(full_batch, unweighted, hooks.test, comm, base)
-        return TrainResult(
-            model,
-            classes,
-            [],
-            0,
-            summary.steps,
-            wall,
-            base,
-            warnings,
-            position=full_batch.position,
-            optimizer_state=full_batch.state_dict(),
-            fullbatch=summary.fullbatch,
-        )
+        return fit_full_batch(full_batch, unweighted, comm, base, classes)
     if labels is not y_enc or 0 < n_sparse < comm.size:
         # the sparse exchange has no weights, and must be chosen by every rank or by none
         if config.exchange == "sparse":
@@ -212,32 +193,8 @@ def fit_rows(
         exchange=exchange,
         train_loss_every=train_loss_every,
     )
-    t0 = time.perf_counter()
-    reports: list[EpochReport] = []
-    while solver.epochs_done < config.epochs:  # SGDSolver.fit's loop, with on_epoch's stop
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            report = solver.run_epoch()
-        if report is None:
-            break
-        reports.append(report)
-        if (on_epoch is not None and on_epoch(report, solver)) or solver.stop_reason:
-            break
-    wall = time.perf_counter() - t0
-    check_identical_params(model.shared_state(), comm, "the end of training")
     # (judged on the unweighted rows, as the baselines are)
-    warnings = check_trained_model(model, unweighted, comm, base, reports)
-    return TrainResult(
-        model,
-        classes,
-        reports,
-        solver.epochs_done,
-        solver.global_step,
-        wall,
-        base,
-        warnings,
-        position=solver.position,
-        optimizer_state=optimizer.state_dict(),
-    )
+    return fit_epochs(solver, unweighted, base, classes, on_epoch)
 
 
 class _Checkpoints:

@@ -17,7 +17,7 @@ from mpi_sgd.data.batching import BatchPlan, auto_chunk_rows
 from mpi_sgd.data.labels import agree_classes, encode_labels
 from mpi_sgd.data.loader import Dataset, check_options_used, is_synthetic, load_dataset
 from mpi_sgd.data.sizes import agreed_memory, check_model_size
-from mpi_sgd.errors import CheckpointError, ConfigError, everywhere
+from mpi_sgd.errors import CheckpointError, ConfigError, DataError, everywhere
 from mpi_sgd.model.evaluate import evaluate
 from mpi_sgd.model.health import Baselines, baselines, check_divergence, did_not_learn
 from mpi_sgd.model.linear import LinearModel
@@ -26,11 +26,13 @@ from mpi_sgd.model.objective import EvalData
 from mpi_sgd.model.standardize import fit_scaler
 from mpi_sgd.model.vertical import full_n_params, gathered_model, split_checkpoint
 from mpi_sgd.options import index_base_of, read_options
-from mpi_sgd.pipeline.records import DEFAULT_DATA, LoadedData, RunOptions
-from mpi_sgd.pipeline.solve import FitSummary
+from mpi_sgd.pipeline.records import DEFAULT_DATA, LoadedData, RunOptions, TrainResult
+from mpi_sgd.pipeline.solve import FitSummary, finish_full_batch
 from mpi_sgd.reporting.metrics import Console
 from mpi_sgd.solvers.base import EpochReport
+from mpi_sgd.solvers.fullbatch import FullBatchSolver
 from mpi_sgd.solvers.optim import Optimizer, Schedule, make_optimizer
+from mpi_sgd.solvers.sgd import SGDSolver
 from mpi_sgd.solvers.sparse import sparse_exchange_pays
 from mpi_sgd.state.checkpoint import (
     TrainingPosition,
@@ -121,21 +123,59 @@ def load_data(
     train_set = train_set.with_dtype(config.dtype)
     test_set = test_set.with_dtype(config.dtype) if test_set is not None else None
     loss = get_loss(config.model)
-    classes = agree_classes(train_set.y, loss, comm, train_set.source)
+    return labelled(loss, train_set, test_set, train_path, test_path, t_load, comm)
+
+
+def labelled(
+    loss: Loss,
+    train_set: Dataset,
+    test_set: Dataset | None,
+    train_path: str,
+    test_path: str | None,
+    t_load: float,
+    comm: Communicator,
+    *,
+    classes_comm: Communicator | None = None,
+    cuts: tuple[int, ...] | None = None,
+) -> LoadedData:
+    """The loaded data with its classes agreed over ``classes_comm`` (default ``comm``) and the
+    labels encoded for ``loss``; ``seconds`` counts from ``t_load`` (a ``perf_counter``).
+    Collective."""
+    classes = agree_classes(train_set.y, loss, classes_comm or comm, train_set.source)
     y_test = None
     with comm.collective_section():
         y_train = encode_labels(train_set.y, classes, loss, train_set.source)
         if test_set is not None:
             y_test = encode_labels(test_set.y, classes, loss, test_set.source)
+    seconds = time.perf_counter() - t_load
     return LoadedData(
-        train_set,
-        test_set,
-        classes,
-        y_train,
-        y_test,
-        train_path,
-        test_path,
-        time.perf_counter() - t_load,
+        train_set, test_set, classes, y_train, y_test, train_path, test_path, seconds, cuts
+    )
+
+
+def check_xy(X: np.ndarray | sp.csr_matrix, y: np.ndarray) -> None:
+    """Raise DataError unless ``X`` is 2-D with one label of ``y`` per row (on this rank: call
+    in a collective section)."""
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise DataError(
+            f"X of shape {X.shape} and y of shape {y.shape}: expected a 2-D X with one "
+            "label per row"
+        )
+
+
+def check_model_fits(
+    config: TrainConfig, train_set: Dataset, n_outputs: int, comm: Communicator, hint: str
+) -> None:
+    """Refuse, on every rank, a model of ``train_set``'s width and ``n_outputs`` outputs that
+    the ranks' memory cannot hold (before allocating it); ``hint`` says what to do instead.
+    Collective."""
+    check_model_size(
+        train_set.n_features,
+        n_outputs,
+        config.fit_intercept,
+        agreed_memory(comm),
+        source=train_set.source,
+        hint=hint,
     )
 
 
@@ -154,13 +194,12 @@ def build_model(
     rows (:func:`~mpi_sgd.model.standardize.fit_scaler`): its parameters are the standardized
     coefficients, folded into raw-feature scores (the data is never copied)."""
     n_outputs = loss.n_outputs(classes.size)
-    check_model_size(
-        train_set.n_features,
+    check_model_fits(
+        config,
+        train_set,
         n_outputs,
-        config.fit_intercept,
-        agreed_memory(comm),
-        source=train_set.source,
-        hint="cap the width with --n-features D, or use fewer classes",
+        comm,
+        "cap the width with --n-features D, or use fewer classes",
     )
     scaler = None
     if config.standardize:
@@ -412,6 +451,75 @@ def check_trained_model(
     if "accuracy" in last.test:
         return did_not_learn(base, loss, last.test["accuracy"], "test")
     return did_not_learn(base, loss, accuracy, "training")
+
+
+def fit_full_batch(
+    solver: FullBatchSolver,
+    rows: EvalData,
+    comm: Communicator,
+    base: Baselines,
+    classes: np.ndarray,
+) -> TrainResult:
+    """Run a built full-batch solver to its end and return what
+    :func:`~mpi_sgd.pipeline.rows.fit_rows` and :func:`~mpi_sgd.pipeline.columns.fit_columns`
+    return, the model judged on ``rows`` (the training rows of the baselines). Collective."""
+    t0 = time.perf_counter()
+    solver.fit()
+    wall = time.perf_counter() - t0  # a stop request ends it as "stopped", as SGD's epochs
+    summary, warnings = finish_full_batch(solver, rows, solver.hooks.test, comm, base)
+    return TrainResult(
+        solver.model,
+        classes,
+        reports=[],
+        epochs_done=0,
+        global_step=summary.steps,
+        seconds=wall,
+        baselines=base,
+        warnings=warnings,
+        position=solver.position,
+        optimizer_state=solver.state_dict(),
+        fullbatch=summary.fullbatch,
+    )
+
+
+def fit_epochs(
+    solver: SGDSolver,
+    rows: EvalData,
+    base: Baselines,
+    classes: np.ndarray,
+    on_epoch: Callable[[EpochReport, SGDSolver], bool] | None = None,
+) -> TrainResult:
+    """Run ``solver``'s epochs until ``config.epochs`` are done, ``on_epoch(report, solver)``
+    returns True or the solver stops (:meth:`SGDSolver.fit`'s loop, with ``on_epoch``'s stop),
+    and return what :func:`~mpi_sgd.pipeline.rows.fit_rows` and
+    :func:`~mpi_sgd.pipeline.columns.fit_columns` return, the model judged on ``rows`` (the
+    training rows of the baselines). Collective."""
+    model, comm = solver.model, solver.comm
+    t0 = time.perf_counter()
+    reports: list[EpochReport] = []
+    while solver.epochs_done < solver.config.epochs:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            report = solver.run_epoch()
+        if report is not None:
+            reports.append(report)
+        stop = on_epoch is not None and report is not None and on_epoch(report, solver)
+        if report is None or stop or solver.stop_reason:
+            break
+    wall = time.perf_counter() - t0
+    check_identical_params(model.shared_state(), comm, "the end of training")
+    warnings = check_trained_model(model, rows, comm, base, reports)
+    return TrainResult(
+        model,
+        classes,
+        reports,
+        solver.epochs_done,
+        solver.global_step,
+        wall,
+        base,
+        warnings,
+        position=solver.position,
+        optimizer_state=solver.optimizer.state_dict(),
+    )
 
 
 # ------------------------------------------------------------------------------- reporting

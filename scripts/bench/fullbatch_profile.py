@@ -6,9 +6,10 @@
 Loads the first ``1/ranks`` of the training rows (what rank 0 holds under ``mpiexec -n
 ranks``) into memory and, interleaved ``--reps`` times, times mpi_sgd's ``loss_gradient``
 (serial communicator, so no Allreduce), the streaming floor by blocks (``X_bᵀ (X_b w)``, the
-same block size; CSR: ``X.T @ (X @ w)`` on the whole slice) and, for dense binary logistic,
-that floor plus ``expit`` (the cheapest loss derivative numpy has); then the pieces of one
-pass, timed one by one per block: ``X_b w``, the intercept, the loss and its derivative,
+same block size; CSR: ``X.T @ (X @ w)`` on the whole slice), ``loss_gradient`` with numpy
+code only where the compiled kernels (:mod:`mpi_sgd.model.fused`) were built and, for dense binary
+logistic, the floor plus ``expit`` (the cheapest loss derivative numpy has); then the pieces of
+the numpy pass, timed one by one per block: ``X_b w``, the intercept, the loss and its derivative,
 ``X_bᵀ r``, the intercept's sum. Prints the minimum
 over the repetitions. ``--pyinstrument N`` also profiles N evaluations with pyinstrument.
 """
@@ -31,6 +32,7 @@ if ROOT not in sys.path:
     sys.path.append(ROOT)
 
 from mpi_sgd.comm import Communicator  # noqa: E402
+from mpi_sgd.model import fused  # noqa: E402
 
 
 def main() -> None:
@@ -90,7 +92,17 @@ def main() -> None:
             gint += sc.sum(axis=0)
             _tick(parts, "intercept sum", t)
 
+    def numpy_pass() -> None:  # the objective's numpy code, the kernels' fallback
+        os.environ[fused.DISABLE_ENV] = "1"
+        try:
+            obj.loss_gradient(theta)
+        finally:
+            del os.environ[fused.DISABLE_ENV]
+
     cases = {"loss_gradient": lambda: obj.loss_gradient(theta), "floor by blocks": floor}
+    uses_kernel = obj._fused_pass(None) is not None
+    if fused.built():
+        cases["loss_gradient, numpy code"] = numpy_pass
     if k == 1 and not sparse:
         cases["floor by blocks + expit"] = floor_expit
     best = dict.fromkeys(cases, np.inf)
@@ -108,7 +120,12 @@ def main() -> None:
             best_pieces = (total, dict(parts))
     print(
         f"{a.train}: {X.shape[0]:,} rows x {X.shape[1]:,} (rank 0 of {a.ranks}), K = {k}, "
-        f"{B:,} rows per block; min of {a.reps}"
+        f"{B:,} rows per block; min of {a.reps}; loss_gradient: "
+        + (
+            "the compiled pass (mpi_sgd.model.fused)"
+            if uses_kernel
+            else "blocks" + (", the compiled loss" if fused.built() and k > 1 else "")
+        )
     )
     for key, t in best.items():
         print(f"  {key:26s} {1e3 * t:8.1f} ms  {t / best['floor by blocks']:.3f}x the floor")

@@ -67,7 +67,13 @@ def mpirun(
     A launch still running after ``timeout`` seconds is killed and the test fails: a hang is a
     failure, never a stuck CI.
     """
-    cmd = mpi_command(n, args, module)
+    return launch(mpi_command(n, args, module), timeout, extra_env)
+
+
+def launch(cmd: list[str], timeout: float, extra_env: dict[str, str] | None = None) -> Result:
+    """Run ``cmd`` in the test environment (:func:`env`, then ``extra_env``), from the
+    repository root with no stdin, and return its result; still running after ``timeout``
+    seconds, it is killed and the test fails with its output."""
     try:
         proc = subprocess.run(
             cmd,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 
-from tests.e2e.helpers import ROOT, env
+from tests.e2e.helpers import ROOT, launch
 
 SCRIPT = os.path.join(ROOT, "scripts", "bench", "estimator_vs_cli.py")
 TIMEOUT = 600
@@ -28,18 +27,7 @@ def test_smoke_on_3_ranks_replaces_its_section_and_both_train_the_same_model(tmp
     )
     cmd = [sys.executable, SCRIPT, "--smoke", "--ranks", "3", "--workloads", "W1,W3"]
     cmd += ["--batch-sizes", "64", "--cache", str(tmp_path / "data"), "--out", str(out)]
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env(),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s\n{exc.stderr}")
+    proc = launch(cmd, TIMEOUT)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nkept above\n") and text.endswith("kept below\n")

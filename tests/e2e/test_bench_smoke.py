@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS, ROOT, env
+from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS, ROOT, env, launch
 
 RUN = os.path.join(ROOT, "scripts", "bench", "run.py")
 TIMEOUT = 900
@@ -23,18 +23,7 @@ TIMEOUT = 900
 def test_bench_smoke_writes_a_table_with_mpi_sgd_and_the_bare_loop(tmp_path):
     out = tmp_path / "bench.md"
     cmd = [sys.executable, RUN, "--smoke", "--out", str(out), "--cache", str(tmp_path / "data")]
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env(),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s\n{exc.stderr}")
+    proc = launch(cmd, TIMEOUT)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ")]
@@ -78,18 +67,7 @@ def test_fullbatch_bench_smoke_scores_every_solution_and_writes_its_table(tmp_pa
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench", "fullbatch.py"), "--smoke"]
     cmd += ["--workloads", "W1,W2", "--out", str(out), "--raw", str(raw)]
     cmd += ["--cache", str(tmp_path / "data")]
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env(),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s\n{exc.stderr}")
+    proc = launch(cmd, TIMEOUT)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
     results = json.loads(raw.read_text())["results"]
     assert [r["workload"]["name"] for r in results] == ["W1", "W2"]

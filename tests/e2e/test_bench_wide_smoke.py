@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
-import pytest
-
-from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS, ROOT, env
+from tests.e2e.helpers import MPIEXEC, MPIEXEC_ARGS, ROOT, launch
 
 WIDE = os.path.join(ROOT, "scripts", "bench", "wide.py")
 TIMEOUT = 60
@@ -24,18 +21,7 @@ TINY += ["--informative", "5", "--batch", "256", "--reps", "2", "--lr", "2"]
 def test_wide_bench_runs_the_three_variants_and_they_agree(tmp_path):
     raw = tmp_path / "wide.json"
     cmd = [MPIEXEC, *MPIEXEC_ARGS, "-n", "2", sys.executable, WIDE, *TINY, "--json", str(raw)]
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env(),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} did not finish within {TIMEOUT}s (hang?)\n{exc.stderr}")
+    proc = launch(cmd, TIMEOUT)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-5000:]}"
     out = proc.stdout
     rows = [line for line in out.splitlines() if line.startswith("| ")]
