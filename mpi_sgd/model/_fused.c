@@ -175,11 +175,13 @@ fail:
     return NULL;
 }
 
-/* Row by row, as the dense pass, with w and g interleaved in `wg` (w_j at 2j, g_j at 2j + 1):
- * a feature's coefficient and gradient then share a cache line, and the gathers of a row's
- * coefficients bring in the lines its scatters write. Separate w and g arrays ran 1.4x
- * slower at 2^18 features (they compete for the same cache). */
-#define CSR_PASS(T, I)                                                                       \
+/* Row by row, as the dense pass. With a `work` buffer, w and g are interleaved in it (w_j at
+ * 2j, g_j at 2j + 1: WP = wg, WS = 2, GP = wg + 1, GS = 2): a feature's coefficient and
+ * gradient then share a cache line, and the gathers of a row's coefficients bring in the lines
+ * its scatters write; separate w and g arrays ran 1.4x slower at 2^18 features (they compete
+ * for the same cache). Without one (few stored entries against many features, where copying
+ * w in and g out would cost more than the pass) they are read and written in place. */
+#define CSR_PASS(T, I, WP, WS, GP, GS)                                                       \
     for (Py_ssize_t c0 = 0; c0 < m; c0 += CHUNK_ROWS) {                                      \
         Py_ssize_t c1 = c0 + CHUNK_ROWS < m ? c0 + CHUNK_ROWS : m;                           \
         double part_loss = 0.0, part_r = 0.0;                                                \
@@ -189,12 +191,12 @@ fail:
             Py_ssize_t lo = (Py_ssize_t)p[i], hi = (Py_ssize_t)p[i + 1];                     \
             double z = 0.0, r;                                                               \
             for (Py_ssize_t k = lo; k < hi; k++)                                             \
-                z += (double)v[k] * wg[2 * (Py_ssize_t)col[k]];                              \
+                z += (double)v[k] * WP[WS * (Py_ssize_t)col[k]];                             \
             part_loss += logistic_row(z + b, y[i], &r, curv ? curv + i : NULL);              \
             part_r += r;                                                                     \
             if (g)                                                                           \
                 for (Py_ssize_t k = lo; k < hi; k++)                                         \
-                    wg[2 * (Py_ssize_t)col[k] + 1] += r * (double)v[k];                      \
+                    GP[GS * (Py_ssize_t)col[k]] += r * (double)v[k];                         \
         }                                                                                    \
         loss += part_loss;                                                                   \
         rsum += part_r;                                                                      \
@@ -247,8 +249,8 @@ static PyObject *logistic_csr(PyObject *self, PyObject *args)
     if (og != Py_None &&
         (get_buffer(og, &buf[5], 1, 1, "g") < 0 || check_float64(&buf[5].view, d, "g") < 0))
         goto fail;
-    if (get_buffer(owork, &buf[6], 1, 1, "work") < 0 ||
-        check_float64(&buf[6].view, 2 * d, "work") < 0)
+    if (owork != Py_None && (get_buffer(owork, &buf[6], 1, 1, "work") < 0 ||
+                             check_float64(&buf[6].view, 2 * d, "work") < 0))
         goto fail;
     double *curv = NULL;
     if (ocurv != Py_None) {
@@ -259,7 +261,7 @@ static PyObject *logistic_csr(PyObject *self, PyObject *args)
     }
     const void *data = buf[0].view.buf, *indices = buf[1].view.buf, *indptr = buf[2].view.buf;
     const double *y = buf[3].view.buf, *w = buf[4].view.buf;
-    double *g = buf[5].held ? buf[5].view.buf : NULL, *wg = buf[6].view.buf;
+    double *g = buf[5].held ? buf[5].view.buf : NULL, *wg = buf[6].held ? buf[6].view.buf : NULL;
     if (overlap(g, w, d) || overlap(wg, w, d) || overlap(wg, g, d) ||
         overlap(wg + d, w, d) || overlap(wg + d, g, d)) {
         PyErr_SetString(PyExc_ValueError, "g, w and work must not overlap");
@@ -273,22 +275,33 @@ static PyObject *logistic_csr(PyObject *self, PyObject *args)
     } else {
         CSR_VALID(long long);
     }
-    if (valid) {
+    if (valid && wg) {
         for (Py_ssize_t j = 0; j < d; j++) {
             wg[2 * j] = w[j];
             wg[2 * j + 1] = 0.0;
         }
+        double *wgg = wg + 1;
         if (ikind == 4 && kind == 8) {
-            CSR_PASS(double, int)
+            CSR_PASS(double, int, wg, 2, wgg, 2)
         } else if (ikind == 4) {
-            CSR_PASS(float, int)
+            CSR_PASS(float, int, wg, 2, wgg, 2)
         } else if (kind == 8) {
-            CSR_PASS(double, long long)
+            CSR_PASS(double, long long, wg, 2, wgg, 2)
         } else {
-            CSR_PASS(float, long long)
+            CSR_PASS(float, long long, wg, 2, wgg, 2)
         }
         if (g)
             for (Py_ssize_t j = 0; j < d; j++) g[j] += wg[2 * j + 1];
+    } else if (valid) {
+        if (ikind == 4 && kind == 8) {
+            CSR_PASS(double, int, w, 1, g, 1)
+        } else if (ikind == 4) {
+            CSR_PASS(float, int, w, 1, g, 1)
+        } else if (kind == 8) {
+            CSR_PASS(double, long long, w, 1, g, 1)
+        } else {
+            CSR_PASS(float, long long, w, 1, g, 1)
+        }
     }
     Py_END_ALLOW_THREADS
     if (!valid) {
@@ -534,6 +547,7 @@ static PyMethodDef methods[] = {
      "the curvature alone, from the same scores)."},
     {"logistic_csr", logistic_csr, METH_VARARGS,
      "logistic_csr(data, indices, indptr, y, w, b, g, work, curv) -> (loss_sum, residual_sum); "
+     "work: None or 2 len(w) float64 (w and g interleaved); "
      "every index must be in [0, len(w)): the caller checks."},
     {"softmax_loss", softmax_loss, METH_VARARGS,
      "softmax_loss(S, y, dS, with_loss, b=None, gb=None) -> loss_sum; dS = softmax(S + b) - "

@@ -172,6 +172,12 @@ def targets_table(results: list[dict], target: float) -> str:
     return markdown_table(["workload", "figure", "target", "this run, median (min–max)", ""], rows)
 
 
+def numpy_code(runs: list[dict]) -> str:
+    """The evaluation without the compiled kernels: ms, and its ratio to the floor."""
+    ratio = fmt_range([f["ratio_numpy"] for f in runs], 3, "×")
+    return f"{fmt_range([1e3 * f['evaluation_numpy'] for f in runs], 3)} ({ratio})"
+
+
 def floor_table(results: list[dict]) -> str:
     rows = []
     for res in results:
@@ -188,6 +194,7 @@ def floor_table(results: list[dict]) -> str:
                 res["workload"]["name"],
                 f"{f0['rows_per_rank']:,} ({f0['block_rows']:,} per block)",
                 ms("evaluation"),
+                numpy_code(runs) if "evaluation_numpy" in f0 else "–",
                 ms("evaluation_curvature"),
                 ms("hessian_vector"),
                 ms("floor_two_streams"),
@@ -199,6 +206,7 @@ def floor_table(results: list[dict]) -> str:
         "workload",
         "rows per rank",
         "`loss_gradient` ms",
+        "numpy code ms (/ floor)",
         "with curvature ms",
         "`hessian_vector` ms",
         "floor: whole slice ms",
@@ -325,8 +333,12 @@ def render(info: dict, results: list[dict]) -> str:
         "",
         "Per rank, at the optimum, medians over the timed passes of each repetition, each pass"
         f" between barriers ({info['ranks']} ranks streaming at once, a pass lasting until the"
-        " slower one ends), interleaved. `loss_gradient`: one pass over the rank's rows (scores,"
-        " loss, `X_bᵀ r` per block) and one Allreduce of `P + 3` values. The floor: no loss, no"
+        " slower one ends), interleaved. `loss_gradient`: one pass over the rank's rows and one"
+        " Allreduce of `P + 3` values; binary logistic row by row in the compiled kernel"
+        " (`mpi_sgd/model/_fused.c`: score, loss, residual and `g += r x` while the row is in"
+        " L1), softmax block by block with BLAS's products and the compiled loss loop. *numpy"
+        " code*: the same evaluation with `MPI_SGD_NO_FUSED=1` (scores, loss, `X_bᵀ r` per"
+        " block, all numpy: what an installation without a C compiler runs). The floor: no loss, no"
         " communication, the faster of `s = X w; g = sᵀ X` over the whole slice (two streams"
         " over the rows; softmax `S = X Wᵀ; G = Sᵀ X`) and the same block by block with"
         " mpi_sgd's block size (one stream); for CSR scipy's `X @ w` and `X.T @ s`.",

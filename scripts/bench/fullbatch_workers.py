@@ -9,7 +9,8 @@
 
 ``mpiexec -n R python fullbatch_workers.py floor --train DIR --classes K --l2 L --theta P.npy``
     per rank, at ``theta``: mpi_sgd's ``loss_gradient`` (one pass and one Allreduce), the same
-    with the curvature stored, one ``hessian_vector``, ``loss_gradient`` over the rank's first
+    without the compiled kernels (``MPI_SGD_NO_FUSED``), the same with the curvature stored,
+    one ``hessian_vector``, ``loss_gradient`` over the rank's first
     :data:`SMALL_ROWS` rows and the bare Allreduce of ``P + 3`` values (the mean of
     :data:`ALLREDUCE_CALLS` back-to-back calls; the scaling model's fixed cost and
     communication), and the streaming floor of the rank's
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -118,6 +120,7 @@ def _timed(comm, fn) -> float:
 
 def run_floor(a: argparse.Namespace) -> None:
     """One evaluation, its variants and the streaming floor, interleaved (module docstring)."""
+    from mpi_sgd.model import fused
     from mpi_sgd.model.blocks import block_rows
 
     comm, X, y, k, objective_ = _objective(a)
@@ -161,8 +164,17 @@ def run_floor(a: argparse.Namespace) -> None:
     v = np.random.default_rng(0).standard_normal(theta.shape[0])
     hv_out = np.empty_like(v)
     objective_.loss_gradient(theta, curvature=True)  # touch every buffer once
+
+    def numpy_code() -> None:  # the same evaluation without the compiled kernels
+        os.environ[fused.DISABLE_ENV] = "1"
+        try:
+            objective_.loss_gradient(theta)
+        finally:
+            del os.environ[fused.DISABLE_ENV]
+
     cases = {
         "evaluation": lambda: objective_.loss_gradient(theta),
+        "evaluation_numpy": numpy_code,
         "evaluation_curvature": lambda: objective_.loss_gradient(theta, curvature=True),
         "hessian_vector": lambda: objective_.hessian_vector(v, hv_out),
         "evaluation_small": lambda: small.loss_gradient(theta),
@@ -186,6 +198,10 @@ def run_floor(a: argparse.Namespace) -> None:
         record["ratio"] = statistics.median(
             e / f for e, f in zip(times["evaluation"], floors, strict=True)
         )
+        record["ratio_numpy"] = statistics.median(
+            e / f for e, f in zip(times["evaluation_numpy"], floors, strict=True)
+        )
+        record["compiled"] = fused.built()
         record.update(rows_per_rank=X.shape[0], block_rows=rows, ranks=comm.size)
         record["small_rows"] = min(SMALL_ROWS, X.shape[0])
         print(json.dumps(record), flush=True)

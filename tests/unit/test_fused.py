@@ -38,7 +38,11 @@ def reference(X, y, w, b):  # type: ignore[no-untyped-def]
 
 
 def make(kind: str, m: int, d: int, seed: int):  # type: ignore[no-untyped-def]
+    """``*-wide``: 5,000 features, more than stored entries (no work buffer in the kernel)."""
     rng = np.random.default_rng(seed)
+    if "wide" in kind:
+        X = sp.random(m, 5000, density=0.0005, format="csr", random_state=seed) * 3.0
+        return sp.csr_matrix(X), (rng.random(m) < 0.4).astype(np.float64)
     dense = rng.standard_normal((m, d)) * 2.0
     dense[rng.random((m, d)) < (0.9 if "csr" in kind else 0.0)] = 0.0
     y = (rng.random(m) < 0.4).astype(np.float64)
@@ -52,7 +56,7 @@ def make(kind: str, m: int, d: int, seed: int):  # type: ignore[no-untyped-def]
     return np.ascontiguousarray(dense.astype(dtype)), y
 
 
-KINDS = ["dense64", "dense32", "csr64", "csr32", "csr64-i64", "csr32-i64"]
+KINDS = ["dense64", "dense32", "csr64", "csr32", "csr64-i64", "csr32-i64", "csr64-wide"]
 
 
 @needs_kernel
@@ -60,14 +64,16 @@ KINDS = ["dense64", "dense32", "csr64", "csr32", "csr64-i64", "csr32-i64"]
 @pytest.mark.parametrize("m", [0, 1, 700, 1500])
 def test_fused_pass_equals_numpy_on_the_whole_data(kind: str, m: int) -> None:
     X, y = make(kind, m, 37, seed=m)
+    d = X.shape[1]
     rng = np.random.default_rng(3)
-    w, b = rng.standard_normal(37), 0.3
+    w, b = rng.standard_normal(d), 0.3
     ref_loss, ref_r, ref_g, ref_c = reference(X.astype(np.float64), y, w, b)
-    g0 = rng.standard_normal(37)  # accumulated into, not overwritten
+    g0 = rng.standard_normal(d)  # accumulated into, not overwritten
     g = g0.copy()
     curv = np.full(m, np.nan)
     run = fused.fused_pass(LogisticLoss(), X, y)
     assert isinstance(run, fused.LogisticPass)
+    assert (run._work is None) == ("dense" in kind or X.nnz < d)  # both CSR variants
     gb = np.array([0.25])
     loss = run(w, np.array([b]), g, gb, curv)
     assert loss == pytest.approx(ref_loss, rel=1e-13, abs=1e-12)
