@@ -202,6 +202,18 @@ fail:
         rsum += part_r;                                                                      \
     }
 
+/* CSR_PASS for the value type (`kind`: 8 or 4 bytes) and index type (`ikind`) at hand. */
+#define CSR_DISPATCH(WP, WS, GP, GS)                                                         \
+    if (ikind == 4 && kind == 8) {                                                           \
+        CSR_PASS(double, int, WP, WS, GP, GS)                                                \
+    } else if (ikind == 4) {                                                                 \
+        CSR_PASS(float, int, WP, WS, GP, GS)                                                 \
+    } else if (kind == 8) {                                                                  \
+        CSR_PASS(double, long long, WP, WS, GP, GS)                                          \
+    } else {                                                                                 \
+        CSR_PASS(float, long long, WP, WS, GP, GS)                                           \
+    }
+
 /* Whether indptr runs from >= 0 to <= nnz without decreasing: O(rows). The indices are the
  * caller's to check, once per matrix (mpi_sgd.model.fused.LogisticPass does, with numpy's
  * vectorised min and max): checking them here on every pass cost 20% of the pass. */
@@ -281,27 +293,11 @@ static PyObject *logistic_csr(PyObject *self, PyObject *args)
             wg[2 * j + 1] = 0.0;
         }
         double *wgg = wg + 1;
-        if (ikind == 4 && kind == 8) {
-            CSR_PASS(double, int, wg, 2, wgg, 2)
-        } else if (ikind == 4) {
-            CSR_PASS(float, int, wg, 2, wgg, 2)
-        } else if (kind == 8) {
-            CSR_PASS(double, long long, wg, 2, wgg, 2)
-        } else {
-            CSR_PASS(float, long long, wg, 2, wgg, 2)
-        }
+        CSR_DISPATCH(wg, 2, wgg, 2)
         if (g)
             for (Py_ssize_t j = 0; j < d; j++) g[j] += wg[2 * j + 1];
     } else if (valid) {
-        if (ikind == 4 && kind == 8) {
-            CSR_PASS(double, int, w, 1, g, 1)
-        } else if (ikind == 4) {
-            CSR_PASS(float, int, w, 1, g, 1)
-        } else if (kind == 8) {
-            CSR_PASS(double, long long, w, 1, g, 1)
-        } else {
-            CSR_PASS(float, long long, w, 1, g, 1)
-        }
+        CSR_DISPATCH(w, 1, g, 1)
     }
     Py_END_ALLOW_THREADS
     if (!valid) {
