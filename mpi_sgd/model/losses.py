@@ -276,9 +276,6 @@ class SoftmaxLoss(Loss):
 
     name = "softmax"
     full_batch_ok = True
-    COMPILED_ROWS = 1
-    """From this many rows on, the compiled loop (:func:`mpi_sgd.model.fused.softmax_loss`)
-    where it was built: one call where numpy makes a dozen (measured faster from one row)."""
 
     def __init__(self) -> None:
         self._m = -1
@@ -327,10 +324,9 @@ class SoftmaxLoss(Loss):
         m, k = scores.shape
         if m == 0:
             return 0.0
-        if m >= self.COMPILED_ROWS:
-            total = softmax_loss(scores, y, dscores, with_loss)
-            if total is not None:
-                return total
+        total = softmax_loss(scores, y, dscores, with_loss)  # compiled, where it applies
+        if total is not None:
+            return total
         self._buffers(m, k, scores.dtype)
         order = _order(scores)
         idx = self._flat_index(y, m, order) if order and order == _order(dscores) else None
